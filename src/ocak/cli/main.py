@@ -1,0 +1,23 @@
+"""The ``ocak`` command: serve, run, chat, models."""
+
+from __future__ import annotations
+
+import typer
+
+from ocak.cli import models, serve, talk
+
+app = typer.Typer(
+    name="ocak",
+    help="ocak: run language models on your own machine behind an OpenAI-compatible API.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+app.command("serve")(serve.serve)
+app.command("run")(talk.run)
+app.command("chat")(talk.chat)
+app.add_typer(models.app, name="models")
+
+
+def main() -> None:  # pragma: no cover - console entry point
+    app()

@@ -1,0 +1,36 @@
+"""``ocak models``: what can be served."""
+
+from __future__ import annotations
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from ocak.config import Settings
+from ocak.models.store import available
+
+app = typer.Typer(help="Manage models.", no_args_is_help=True)
+
+
+def _size(path_size: int) -> str:
+    return f"{path_size / 2**20:.0f} MiB"
+
+
+def _disk_size(path: object) -> int:
+    from pathlib import Path
+
+    p = Path(str(path))
+    if p.is_file():
+        return p.stat().st_size
+    return sum(f.stat().st_size for f in p.rglob("*") if f.is_file())
+
+
+@app.command("list")
+def list_models() -> None:
+    """Models available without a download: the embedded default and the store."""
+    settings = Settings.load()
+    table = Table("id", "engine", "size", "path")
+    for spec in available(settings.model_dir):
+        table.add_row(spec.id, spec.engine, _size(_disk_size(spec.path)), str(spec.path))
+    Console().print(table)
+    Console(stderr=True).print(f"model store: {settings.model_dir}", highlight=False)

@@ -1,0 +1,108 @@
+"""Server settings: defaults < YAML file < ``OCAK_*`` environment < CLI flags.
+
+Every field is described and bounded so that the CLI, the environment and the
+YAML file share one validation, and a bad value names its field.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated, Any
+
+import yaml
+from pydantic import Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from ocak.errors import InvalidRequest
+
+
+def default_data_dir() -> Path:
+    """Where ocak keeps its store (models, SQLite): ``$XDG_DATA_HOME/ocak``."""
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "ocak"
+
+
+class ConfigError(InvalidRequest):
+    """A settings file or value that does not validate; the message names the field."""
+
+
+class Settings(BaseSettings):
+    """Settings of one ocak server process."""
+
+    model_config = SettingsConfigDict(env_prefix="OCAK_", extra="ignore")
+
+    host: str = Field("127.0.0.1", description="Address to listen on.")
+    port: int = Field(8000, ge=0, le=65535, description="HTTP port (0 picks a free one).")
+    model: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: ["default"],
+        description="Models to serve: 'default', a GGUF path, a store name, or NAME=PATH.",
+    )
+    ctx_size: int = Field(
+        2048, ge=64, le=1_048_576, description="Context window per request, in tokens."
+    )
+    parallel: int = Field(8, ge=1, le=256, description="Sequences decoded together.")
+    threads: int | None = Field(None, ge=1, le=1024, description="CPU threads (default: all).")
+    max_queue: int = Field(
+        64, ge=0, le=100_000, description="Requests that may wait for a free sequence."
+    )
+    queue_timeout: float = Field(
+        120.0, gt=0, description="Seconds a request may wait in the queue before 503."
+    )
+    prefill_chunk: int = Field(
+        256, ge=16, le=8192, description="Prompt tokens processed per decode step."
+    )
+    data_dir: Path = Field(default_factory=default_data_dir, description="ocak's data folder.")
+    log_level: str = Field("info", description="Log level: debug, info, warning, error.")
+
+    @field_validator("model", mode="before")
+    @classmethod
+    def _split_models(cls, v: Any) -> Any:
+        if isinstance(v, str):
+            return [part.strip() for part in v.split(",") if part.strip()]
+        return v
+
+    @property
+    def model_dir(self) -> Path:
+        return self.data_dir / "models"
+
+    @classmethod
+    def load(cls, path: Path | None = None, **overrides: Any) -> Settings:
+        """Settings from an optional YAML file, the environment and explicit overrides."""
+        file_values: dict[str, Any] = read_yaml(path) if path else {}
+        env_values = cls().model_dump(exclude_unset=True)
+        merged = {**file_values, **env_values}
+        merged.update({k: v for k, v in overrides.items() if v is not None})
+        try:
+            return cls(**merged)
+        except ValidationError as exc:
+            raise ConfigError(describe_validation_error(exc, path)) from exc
+
+
+def read_yaml(path: Path) -> dict[str, Any]:
+    """Read a YAML mapping, with the line of a syntax error in the message."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from exc
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise ConfigError(f"{path}:{where} is not valid YAML: {exc}") from exc
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping of settings")
+    return data
+
+
+def describe_validation_error(exc: ValidationError, path: Path | None) -> str:
+    """One line per problem, each naming the field path."""
+    where = f"{path}: " if path else ""
+    lines = []
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        lines.append(f"{where}{loc}: {err['msg']}")
+    return "; ".join(lines)

@@ -1,0 +1,110 @@
+"""A scripted engine for tests of logic that needs no model (shipped like httpx's MockTransport).
+
+It "generates" a fixed reply one word at a time, honouring ``max_tokens``,
+``stop`` and cancellation, so routing, errors and streaming can be tested fast.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+
+from ocak.engines.base import Engine, EngineStats, ModelInfo
+from ocak.engines.text import StopMatcher
+from ocak.errors import ContextLengthExceeded
+from ocak.protocol.generation import (
+    Finished,
+    GenerationEvent,
+    GenerationRequest,
+    TextDelta,
+    Usage,
+)
+
+Script = Callable[[GenerationRequest], str]
+
+
+def echo(request: GenerationRequest) -> str:
+    """Default script: repeat the prompt or the last message."""
+    if request.messages:
+        return f"You said: {request.messages[-1].content}"
+    return request.prompt or ""
+
+
+class FakeEngine(Engine):
+    kind = "fake"
+
+    def __init__(
+        self,
+        model_id: str = "fake",
+        *,
+        script: Script = echo,
+        delay: float = 0.0,
+        context_length: int = 512,
+        load_delay: float = 0.0,
+        fail_load: str | None = None,
+    ) -> None:
+        super().__init__(model_id)
+        self.script = script
+        self.delay = delay
+        self.context_length = context_length
+        self.load_delay = load_delay
+        self.fail_load = fail_load
+        self.active = 0
+        self.cancelled = 0
+
+    async def load(self) -> None:
+        await asyncio.sleep(self.load_delay)
+        if self.fail_load:
+            self.state, self.error = "error", self.fail_load
+        else:
+            self.state = "ready"
+
+    def info(self) -> ModelInfo:
+        return ModelInfo(self.model_id, self.kind, "(fake)", self.context_length)
+
+    def count_tokens(self, text: str) -> int:
+        return len(text.split())
+
+    def stats(self) -> EngineStats:
+        return EngineStats(active=self.active, slots=16)
+
+    def _prompt_tokens(self, request: GenerationRequest) -> int:
+        if request.messages:
+            return sum(self.count_tokens(m.content) + 4 for m in request.messages)
+        return self.count_tokens(request.prompt or "")
+
+    async def generate(self, request: GenerationRequest) -> AsyncIterator[GenerationEvent]:
+        prompt_tokens = self._prompt_tokens(request)
+        limit = request.max_tokens or (self.context_length - prompt_tokens)
+        if prompt_tokens + limit > self.context_length:
+            raise ContextLengthExceeded(
+                prompt_tokens=prompt_tokens, max_tokens=limit, context=self.context_length
+            )
+        words = self.script(request).split(" ")
+        stops = StopMatcher(request.stop)
+        produced = 0
+        reason = "stop"
+        self.active += 1
+        try:
+            for i, word in enumerate(words):
+                if produced >= limit:
+                    reason = "length"
+                    break
+                if self.delay:
+                    await asyncio.sleep(self.delay)
+                produced += 1
+                text = stops.feed(word if i == 0 else " " + word)
+                if text:
+                    yield TextDelta(text)
+                if stops.stopped:
+                    break
+            if not stops.stopped:
+                rest = stops.flush()
+                if rest:
+                    yield TextDelta(rest)
+            yield Finished(reason, Usage(prompt_tokens, produced))  # type: ignore[arg-type]
+        except (asyncio.CancelledError, GeneratorExit):
+            self.cancelled += 1
+            raise
+        finally:
+            self.active -= 1

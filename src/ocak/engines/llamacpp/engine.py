@@ -1,0 +1,202 @@
+"""The llama.cpp engine: GGUF models behind ocak's async ``Engine`` interface.
+
+Loading happens in a worker thread; generation runs in the scheduler's decode
+thread, so the event loop (``/health``, other routes) never waits on the model.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+from ocak.engines.base import Engine, EngineStats, ModelInfo
+from ocak.engines.llamacpp.model import LlamaModel
+from ocak.engines.llamacpp.sampling import LogitsMask, SamplingParams
+from ocak.engines.llamacpp.scheduler import Event, Job, Scheduler
+from ocak.errors import ContextLengthExceeded, EngineError, InvalidRequest, OcakError
+from ocak.protocol.generation import (
+    Finished,
+    GenerationEvent,
+    GenerationRequest,
+)
+
+log = logging.getLogger("ocak.llamacpp")
+
+
+class LlamaCppEngine(Engine):
+    kind = "llama.cpp"
+
+    def __init__(
+        self,
+        model_id: str,
+        path: Path,
+        *,
+        ctx_size: int = 2048,
+        parallel: int = 8,
+        threads: int | None = None,
+        max_queue: int = 64,
+        queue_timeout: float = 120.0,
+        prefill_chunk: int = 256,
+    ) -> None:
+        super().__init__(model_id)
+        self.path = path
+        self.ctx_size = ctx_size
+        self.parallel = parallel
+        self.threads = threads or os.cpu_count() or 1
+        self.max_queue = max_queue
+        self.queue_timeout = queue_timeout
+        self.prefill_chunk = prefill_chunk
+        self.model: LlamaModel | None = None
+        self.scheduler: Scheduler | None = None
+
+    async def load(self) -> None:
+        try:
+            self.model, self.scheduler = await asyncio.to_thread(self._load)
+        except OcakError as exc:
+            self.state, self.error = "error", exc.message
+            return
+        self.state = "ready"
+
+    def _load(self) -> tuple[LlamaModel, Scheduler]:
+        model = LlamaModel(self.path)
+        if self.ctx_size > model.n_ctx_train:
+            log.warning(
+                "%s: --ctx-size %d is larger than the model was trained for (%d)",
+                self.model_id,
+                self.ctx_size,
+                model.n_ctx_train,
+            )
+        scheduler = Scheduler(
+            model,
+            parallel=self.parallel,
+            ctx_size=self.ctx_size,
+            threads=self.threads,
+            max_queue=self.max_queue,
+            prefill_chunk=self.prefill_chunk,
+        )
+        d = scheduler.describe()
+        log.info(
+            "%s: %s, KV cache %d x %d = %d tokens (%.0f MiB), %d threads",
+            self.model_id,
+            model.description,
+            d["parallel"],
+            d["ctx_size"],
+            d["kv_tokens"],
+            d["kv_bytes"] / 2**20,
+            self.threads,
+        )
+        return model, scheduler
+
+    def info(self) -> ModelInfo:
+        return ModelInfo(
+            id=self.model_id,
+            engine=self.kind,
+            path=str(self.path),
+            context_length=self.ctx_size,
+            quantization=self.model.quantization if self.model else None,
+            size_bytes=self.model.size_bytes if self.model else None,
+        )
+
+    def stats(self) -> EngineStats:
+        return self.scheduler.stats() if self.scheduler else EngineStats()
+
+    def _ready_model(self) -> LlamaModel:
+        if self.model is None or self.scheduler is None:
+            raise EngineError(f"model {self.model_id} is not loaded")
+        return self.model
+
+    def count_tokens(self, text: str) -> int:
+        return len(self._ready_model().tokenize(text, add_special=False))
+
+    def render(self, request: GenerationRequest) -> str:
+        """The prompt text: the chat template applied to messages, or the raw prompt."""
+        model = self._ready_model()
+        if request.messages is not None:
+            return model.chat_template.render(request.messages, tools=request.tools)
+        return request.prompt or ""
+
+    def prompt_tokens(self, request: GenerationRequest) -> list[int]:
+        model = self._ready_model()
+        tokens = model.tokenize(self.render(request))
+        if not tokens:
+            if model.bos < 0:
+                raise InvalidRequest("The prompt is empty.", param="prompt")
+            tokens = [model.bos]
+        return tokens
+
+    def make_mask(self, request: GenerationRequest) -> LogitsMask | None:
+        """Constrained decoding hook; engines that support it override this."""
+        return None
+
+    async def generate(self, request: GenerationRequest) -> AsyncIterator[GenerationEvent]:
+        scheduler = self.scheduler
+        if scheduler is None:
+            raise EngineError(f"model {self.model_id} is not loaded")
+        tokens = self.prompt_tokens(request)
+        room = self.ctx_size - len(tokens)
+        if request.max_tokens is None:
+            max_tokens = room
+            if max_tokens < 1:
+                raise ContextLengthExceeded(
+                    prompt_tokens=len(tokens), max_tokens=1, context=self.ctx_size
+                )
+        else:
+            max_tokens = request.max_tokens
+            if max_tokens > room:
+                raise ContextLengthExceeded(
+                    prompt_tokens=len(tokens), max_tokens=max_tokens, context=self.ctx_size
+                )
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue[Event] = asyncio.Queue()
+
+        def emit(event: Event) -> None:
+            try:
+                loop.call_soon_threadsafe(queue.put_nowait, event)
+            except RuntimeError:  # the loop is gone (shutdown); nobody is listening
+                pass
+
+        timeout = request.queue_timeout or self.queue_timeout
+        job = Job(
+            tokens=tokens,
+            max_tokens=max_tokens,
+            params=SamplingParams(
+                temperature=request.temperature,
+                top_p=request.top_p,
+                seed=request.seed,
+                presence_penalty=request.presence_penalty,
+                frequency_penalty=request.frequency_penalty,
+            ),
+            stop=request.stop,
+            emit=emit,
+            deadline=time.monotonic() + timeout,
+            mask=self.make_mask(request),
+        )
+        scheduler.submit(job)
+        done = False
+        try:
+            while True:
+                event = await queue.get()
+                if isinstance(event, OcakError):
+                    done = True
+                    raise event
+                if isinstance(event, Finished):
+                    done = True
+                yield event
+                if done:
+                    return
+        finally:
+            if not done:
+                scheduler.cancel(job)
+
+    async def close(self) -> None:
+        scheduler, model = self.scheduler, self.model
+        self.scheduler, self.model = None, None
+        if scheduler is not None:
+            await asyncio.to_thread(scheduler.close)
+        if model is not None:
+            model.close()
+        self.state = "closed"

@@ -1,0 +1,387 @@
+"""Continuous batching over llama.cpp's batch API.
+
+One thread owns the llama.cpp context and runs the decode loop. Each step it
+admits waiting jobs into free sequence slots, builds one ``llama_batch`` with
+the next token of every generating sequence plus a bounded chunk of prompt
+tokens (so a long prompt never stalls running streams), decodes, and samples
+each sequence with its own sampler chain. Jobs that finish or are cancelled
+leave at once; their slot keeps its KV cells so a later prompt that starts the
+same way (a system prompt, an earlier turn) reuses them.
+
+Events go back to the asking coroutine through ``Job.emit`` (thread-safe).
+"""
+
+from __future__ import annotations
+
+import collections
+import ctypes
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import llama_cpp as C
+
+from ocak.engines.base import EngineStats
+from ocak.engines.llamacpp.model import LlamaModel
+from ocak.engines.llamacpp.sampling import LogitsMask, Sampler, SamplingParams
+from ocak.engines.text import StopMatcher, Utf8Stream
+from ocak.errors import EngineError, OcakError, QueueFull, Unavailable
+from ocak.protocol.generation import FinishReason, Finished, TextDelta, Usage
+
+log = logging.getLogger("ocak.scheduler")
+
+Event = TextDelta | Finished | OcakError
+
+# Below this many shared tokens, copying another slot's prefix is not worth it.
+MIN_SHARED_PREFIX = 16
+
+
+@dataclass(eq=False)
+class Job:
+    """One generation as the scheduler sees it."""
+
+    tokens: list[int]
+    max_tokens: int
+    params: SamplingParams
+    stop: list[str]
+    emit: Callable[[Event], None]
+    deadline: float
+    mask: LogitsMask | None = None
+    cancelled: bool = False
+    # Set by the scheduler thread.
+    slot: Slot | None = None
+    pending: list[int] = field(default_factory=list)
+    sampler: Sampler | None = None
+    generated: int = 0
+    cached: int = 0
+    last_token: int | None = None
+    utf8: Utf8Stream = field(default_factory=Utf8Stream)
+    stops: StopMatcher | None = None
+    admitted_at: float = 0.0
+    first_token_at: float = 0.0
+
+
+@dataclass(eq=False)
+class Slot:
+    """A KV-cache sequence id and the tokens whose cells it holds."""
+
+    seq: int
+    tokens: list[int] = field(default_factory=list)
+    job: Job | None = None
+    last_used: float = 0.0
+
+
+def common_prefix(a: list[int], b: list[int]) -> int:
+    n = min(len(a), len(b))
+    i = 0
+    while i < n and a[i] == b[i]:
+        i += 1
+    return i
+
+
+class Scheduler:
+    """Owns one llama.cpp context with ``parallel`` sequences of ``ctx_size`` tokens."""
+
+    def __init__(
+        self,
+        model: LlamaModel,
+        *,
+        parallel: int,
+        ctx_size: int,
+        threads: int,
+        max_queue: int,
+        prefill_chunk: int,
+        unified_kv: bool = False,
+    ) -> None:
+        self.model = model
+        self.parallel = parallel
+        self.ctx_size = ctx_size
+        self.max_queue = max_queue
+        self.prefill_chunk = prefill_chunk
+        self.n_batch = max(512, prefill_chunk + parallel)
+        self.unified_kv = unified_kv
+        params = C.llama_context_default_params()
+        params.n_ctx = parallel * ctx_size
+        params.n_batch = self.n_batch
+        params.n_ubatch = self.n_batch
+        params.n_seq_max = parallel
+        params.n_threads = threads
+        params.n_threads_batch = threads
+        params.kv_unified = unified_kv
+        params.no_perf = True
+        self.ctx = C.llama_init_from_model(model.ptr, params)
+        if not self.ctx:
+            raise EngineError(
+                f"llama.cpp could not create a context of {parallel} x {ctx_size} tokens "
+                "(not enough memory? try a smaller --ctx-size or --parallel)"
+            )
+        self.kv_tokens = C.llama_n_ctx(self.ctx)
+        self.mem = C.llama_get_memory(self.ctx)
+        self.batch = C.llama_batch_init(self.n_batch, 0, 1)
+        self.slots = [Slot(i) for i in range(parallel)]
+        self.waiting: collections.deque[Job] = collections.deque()
+        self.cond = threading.Condition()
+        self.running = True
+        self.decode_steps = 0
+        self._thread = threading.Thread(target=self._run, name="ocak-llamacpp", daemon=True)
+        self._thread.start()
+
+    # -- called from the event loop -------------------------------------------------
+
+    def submit(self, job: Job) -> None:
+        with self.cond:
+            if not self.running:
+                raise Unavailable("The engine is shutting down.")
+            active = sum(1 for s in self.slots if s.job is not None)
+            if active + len(self.waiting) >= self.parallel + self.max_queue:
+                raise QueueFull(
+                    f"The server is busy: {self.parallel} requests are running and "
+                    f"{len(self.waiting)} are waiting (--max-queue {self.max_queue}). "
+                    "Retry shortly.",
+                    retry_after=1.0,
+                )
+            self.waiting.append(job)
+            self.cond.notify()
+
+    def cancel(self, job: Job) -> None:
+        """Stop a job; its slot is freed before the next decode step."""
+        job.cancelled = True
+        with self.cond:
+            self.cond.notify()
+
+    def stats(self) -> EngineStats:
+        with self.cond:
+            active = sum(1 for s in self.slots if s.job is not None)
+            return EngineStats(active=active, queued=len(self.waiting), slots=self.parallel)
+
+    def close(self) -> None:
+        with self.cond:
+            self.running = False
+            self.cond.notify()
+        self._thread.join(timeout=30)
+        for job in list(self.waiting):
+            job.emit(Unavailable("The engine shut down before this request ran."))
+        self.waiting.clear()
+        for slot in self.slots:
+            if slot.job is not None:
+                self._fail(slot.job, Unavailable("The engine shut down during this request."))
+        if self.batch is not None:
+            C.llama_batch_free(self.batch)
+            self.batch = None
+        if self.ctx:
+            C.llama_free(self.ctx)
+            self.ctx = None
+
+    # -- the decode thread ----------------------------------------------------------
+
+    def _run(self) -> None:
+        while True:
+            with self.cond:
+                while self.running and not self.waiting and not self._any_active():
+                    self.cond.wait()
+                if not self.running:
+                    return
+                self._admit()
+            try:
+                self._step()
+            except Exception as exc:  # never let the loop die; fail what was running
+                log.exception("decode step failed")
+                for slot in self.slots:
+                    if slot.job is not None:
+                        self._fail(slot.job, EngineError(f"generation failed: {exc}"))
+
+    def _any_active(self) -> bool:
+        return any(s.job is not None for s in self.slots)
+
+    def _admit(self) -> None:
+        """Move waiting jobs into free slots (caller holds the lock)."""
+        now = time.monotonic()
+        kept: collections.deque[Job] = collections.deque()
+        while self.waiting:
+            job = self.waiting.popleft()
+            if job.cancelled:
+                continue
+            if now > job.deadline:
+                job.emit(
+                    Unavailable(
+                        "The request waited too long for a free sequence and timed out. "
+                        "Retry later, or raise --parallel / --queue-timeout.",
+                        retry_after=1.0,
+                    )
+                )
+                continue
+            free = [s for s in self.slots if s.job is None]
+            if not free:
+                kept.append(job)
+                continue
+            self._place(job, free)
+        self.waiting = kept
+
+    def _place(self, job: Job, free: list[Slot]) -> None:
+        """Give ``job`` the free slot that already holds most of its prompt."""
+        best = max(free, key=lambda s: (common_prefix(s.tokens, job.tokens), -s.last_used))
+        shared = common_prefix(best.tokens, job.tokens)
+        # Another slot (busy or not) may hold a longer prefix: copy its cells.
+        donor = max(self.slots, key=lambda s: common_prefix(s.tokens, job.tokens))
+        donor_shared = common_prefix(donor.tokens, job.tokens)
+        if donor is not best and donor_shared >= shared + MIN_SHARED_PREFIX:
+            C.llama_memory_seq_rm(self.mem, best.seq, -1, -1)
+            if self.unified_kv:  # cells are shared, nothing is copied
+                C.llama_memory_seq_cp(self.mem, donor.seq, best.seq, 0, donor_shared)
+            else:  # separate streams: llama.cpp copies the whole stream, then we trim it
+                C.llama_memory_seq_cp(self.mem, donor.seq, best.seq, -1, -1)
+            best.tokens = donor.tokens[:donor_shared]
+            shared = donor_shared
+        # At least one prompt token must be decoded to get logits.
+        shared = min(shared, len(job.tokens) - 1)
+        if not C.llama_memory_seq_rm(self.mem, best.seq, shared, -1):
+            C.llama_memory_seq_rm(self.mem, best.seq, -1, -1)
+            shared = 0
+        best.tokens = job.tokens[:shared]
+        best.job = job
+        job.slot = best
+        job.cached = shared
+        job.pending = job.tokens[shared:]
+        job.sampler = Sampler(job.params, self.model.n_vocab)
+        job.stops = StopMatcher(job.stop)
+        job.admitted_at = time.monotonic()
+
+    def _step(self) -> None:
+        """Build one batch, decode it, and sample every sequence that has logits."""
+        batch = self.batch
+        n = 0
+        outputs: list[tuple[Job, int]] = []
+        active = [s.job for s in self.slots if s.job is not None]
+        for job in active:
+            if job.cancelled:
+                self._finish(job, "cancelled")
+        active = [s.job for s in self.slots if s.job is not None]
+        if not active:
+            return
+        generating = [j for j in active if not j.pending and j.last_token is not None]
+        for job in generating:
+            assert job.slot is not None and job.last_token is not None
+            self._add(n, job.last_token, len(job.slot.tokens), job.slot.seq, True)
+            job.slot.tokens.append(job.last_token)
+            outputs.append((job, n))
+            n += 1
+        budget = self.prefill_chunk if generating else self.n_batch - n
+        budget = min(budget, self.n_batch - n)
+        for job in active:
+            if not job.pending or budget <= 0:
+                continue
+            assert job.slot is not None
+            take = job.pending[:budget]
+            job.pending = job.pending[len(take) :]
+            budget -= len(take)
+            for k, tok in enumerate(take):
+                last = not job.pending and k == len(take) - 1
+                self._add(n, tok, len(job.slot.tokens), job.slot.seq, last)
+                job.slot.tokens.append(tok)
+                if last:
+                    outputs.append((job, n))
+                n += 1
+        batch.n_tokens = n
+        rc = C.llama_decode(self.ctx, batch)
+        if rc == 1:
+            # No room in the KV cache: drop cached cells of idle slots and retry once.
+            self._evict_idle()
+            rc = C.llama_decode(self.ctx, batch)
+        if rc != 0:
+            raise EngineError(f"llama_decode returned {rc}")
+        self.decode_steps += 1
+        for job, index in outputs:
+            if job.cancelled:
+                self._finish(job, "cancelled")
+                continue
+            self._sample(job, index)
+
+    def _add(self, i: int, token: int, pos: int, seq: int, logits: bool) -> None:
+        b = self.batch
+        b.token[i] = token
+        b.pos[i] = pos
+        b.n_seq_id[i] = 1
+        b.seq_id[i][0] = seq
+        b.logits[i] = logits
+
+    def _evict_idle(self) -> None:
+        for slot in self.slots:
+            if slot.job is None and slot.tokens:
+                C.llama_memory_seq_rm(self.mem, slot.seq, -1, -1)
+                slot.tokens = []
+
+    def _sample(self, job: Job, index: int) -> None:
+        assert job.sampler is not None and job.stops is not None
+        if job.mask is not None:
+            logits = C.llama_get_logits_ith(self.ctx, index)
+            job.mask.apply(logits, self.model.n_vocab)
+        token = job.sampler.sample(self.ctx, index)
+        if job.generated == 0:
+            job.first_token_at = time.monotonic()
+        if job.mask is not None:
+            job.mask.accept(token)
+        if self.model.is_eog(token):
+            self._finish(job, "stop")
+            return
+        job.generated += 1
+        job.last_token = token
+        text = job.stops.feed(job.utf8.feed(self.model.piece(token)))
+        if text:
+            job.emit(TextDelta(text))
+        if job.stops.stopped or (job.mask is not None and job.mask.is_done()):
+            self._finish(job, "stop")
+        elif job.generated >= job.max_tokens:
+            self._finish(job, "length")
+
+    def _finish(self, job: Job, reason: FinishReason) -> None:
+        slot = job.slot
+        if reason != "cancelled" and job.stops is not None and not job.stops.stopped:
+            rest = job.stops.feed(job.utf8.flush()) + job.stops.flush()
+            if rest:
+                job.emit(TextDelta(rest))
+        if reason != "cancelled":
+            job.emit(Finished(reason, Usage(len(job.tokens), job.generated, job.cached)))
+        self._release(job, slot)
+
+    def _fail(self, job: Job, error: OcakError) -> None:
+        job.emit(error)
+        slot = job.slot
+        if slot is not None:
+            C.llama_memory_seq_rm(self.mem, slot.seq, -1, -1)
+            slot.tokens = []
+        self._release(job, slot)
+
+    def _release(self, job: Job, slot: Slot | None) -> None:
+        if job.sampler is not None:
+            job.sampler.close()
+            job.sampler = None
+        if slot is not None:
+            slot.job = None
+            slot.last_used = time.monotonic()
+        job.slot = None
+
+    def describe(self) -> dict[str, Any]:
+        """Figures printed at start: the KV cache is sized once, up front."""
+        n_layer = int(self.model.meta(f"{self._arch()}.block_count") or 0)
+        n_head_kv = int(self.model.meta(f"{self._arch()}.attention.head_count_kv") or 0)
+        n_embd = int(self.model.meta(f"{self._arch()}.embedding_length") or 0)
+        n_head = int(self.model.meta(f"{self._arch()}.attention.head_count") or 1)
+        per_token = 2 * n_layer * n_head_kv * (n_embd // max(n_head, 1)) * 2  # K+V, f16
+        return {
+            "parallel": self.parallel,
+            "ctx_size": self.ctx_size,
+            "kv_tokens": self.kv_tokens,
+            "kv_bytes": per_token * self.kv_tokens,
+            "unified": self.unified_kv,
+        }
+
+    def _arch(self) -> str:
+        return self.model.meta("general.architecture") or "llama"
+
+
+def ctypes_float_array(ptr: Any, n: int) -> Any:
+    """View ``n`` floats at ``ptr`` as a ctypes array (for logits masks)."""
+    return ctypes.cast(ptr, ctypes.POINTER(ctypes.c_float * n)).contents

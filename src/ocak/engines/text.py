@@ -1,0 +1,66 @@
+"""Text plumbing shared by engines: UTF-8-safe detokenizing and stop sequences."""
+
+from __future__ import annotations
+
+import codecs
+
+
+class Utf8Stream:
+    """Turns token byte pieces into text without ever splitting a character.
+
+    A multi-byte character whose bytes span several tokens (emoji, many Turkish
+    letters in small vocabularies) is held back until it is complete.
+    """
+
+    def __init__(self) -> None:
+        self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+
+    def feed(self, data: bytes) -> str:
+        return self._decoder.decode(data)
+
+    def flush(self) -> str:
+        return self._decoder.decode(b"", final=True)
+
+
+class StopMatcher:
+    """Finds stop sequences in streamed text, holding back what might start one.
+
+    ``feed`` returns the text that is safe to emit and whether a stop sequence
+    was reached; the stop sequence itself is never emitted.
+    """
+
+    def __init__(self, stops: list[str]) -> None:
+        self._stops = [s for s in stops if s]
+        self._longest = max((len(s) for s in self._stops), default=0)
+        self._pending = ""
+        self.stopped = False
+
+    def feed(self, text: str) -> str:
+        if not self._stops:
+            return text
+        buf = self._pending + text
+        first = -1
+        for stop in self._stops:
+            i = buf.find(stop)
+            if i != -1 and (first == -1 or i < first):
+                first = i
+        if first != -1:
+            self._pending = ""
+            self.stopped = True
+            return buf[:first]
+        keep = self._partial_suffix(buf)
+        self._pending = buf[len(buf) - keep :] if keep else ""
+        return buf[: len(buf) - keep]
+
+    def flush(self) -> str:
+        """Text held back at the end of a generation that stopped for another reason."""
+        out, self._pending = self._pending, ""
+        return out
+
+    def _partial_suffix(self, buf: str) -> int:
+        """Length of the longest suffix of ``buf`` that is a proper prefix of a stop."""
+        for k in range(min(len(buf), self._longest - 1), 0, -1):
+            tail = buf[-k:]
+            if any(s.startswith(tail) for s in self._stops):
+                return k
+        return 0

@@ -1,0 +1,82 @@
+"""Engine-facing types: what to generate, and the events a generation emits.
+
+These are the internal contract between the API layers (HTTP, gRPC, characters)
+and the engines. They are plain dataclasses so engines need no pydantic.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+FinishReason = Literal["stop", "length", "tool_calls", "cancelled", "error"]
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """One chat turn as the engine's chat template sees it."""
+
+    role: str
+    content: str
+    name: str | None = None
+    tool_calls: list[dict[str, Any]] | None = None
+    tool_call_id: str | None = None
+
+
+@dataclass(slots=True)
+class Constraint:
+    """A decoding constraint: a JSON schema, or any JSON object when schema is None."""
+
+    kind: Literal["json"] = "json"
+    schema: dict[str, Any] | None = None
+    # Set by engines that compile it; opaque to everyone else.
+    compiled: Any = None
+
+
+@dataclass(slots=True)
+class GenerationRequest:
+    """A request to one engine model. Exactly one of ``prompt`` and ``messages`` is set."""
+
+    model: str
+    prompt: str | None = None
+    messages: list[Message] | None = None
+    max_tokens: int | None = None
+    temperature: float = 1.0
+    top_p: float = 1.0
+    seed: int | None = None
+    presence_penalty: float = 0.0
+    frequency_penalty: float = 0.0
+    stop: list[str] = field(default_factory=list)
+    constraint: Constraint | None = None
+    tools: list[dict[str, Any]] | None = None
+    # Per-request budget for waiting in the scheduler's queue (seconds); None = engine default.
+    queue_timeout: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    prompt_tokens: int
+    completion_tokens: int
+    cached_tokens: int = 0
+
+    @property
+    def total_tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+
+@dataclass(frozen=True, slots=True)
+class TextDelta:
+    """A piece of generated text (always whole UTF-8 characters)."""
+
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class Finished:
+    """The last event of every generation."""
+
+    reason: FinishReason
+    usage: Usage
+
+
+GenerationEvent = TextDelta | Finished

@@ -1,0 +1,321 @@
+"""OpenAI wire types (chat completions, completions, models) as pydantic v2 models.
+
+Requests ignore fields they do not know (newer clients keep working) but refuse,
+with a 400 naming the parameter, documented OpenAI parameters ocak cannot honour
+yet. Each request turns itself into the engine-facing ``GenerationRequest``.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from typing import Annotated, Any, ClassVar, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from ocak.errors import InvalidRequest, UnsupportedParameter
+from ocak.protocol.generation import GenerationRequest, Message
+
+MAX_STOP_SEQUENCES = 16
+
+
+class _Request(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    def _refuse_unsupported(self, names: dict[str, tuple[Any, ...]]) -> None:
+        """Refuse documented-but-unsupported parameters that carry a non-default value."""
+        extra = self.model_extra or {}
+        for name, neutral in names.items():
+            if name in extra and extra[name] not in neutral:
+                raise UnsupportedParameter(name)
+
+
+class TextPart(BaseModel):
+    type: Literal["text"]
+    text: str
+
+
+class ContentPart(BaseModel):
+    """Any content part; only text parts are understood by ocak's text models."""
+
+    model_config = ConfigDict(extra="allow")
+    type: str
+    text: str | None = None
+
+
+class ToolCallFunction(BaseModel):
+    name: str
+    arguments: str
+
+
+class ToolCall(BaseModel):
+    id: str
+    type: Literal["function"] = "function"
+    function: ToolCallFunction
+
+
+class ChatMessage(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    role: Literal["system", "developer", "user", "assistant", "tool"]
+    content: str | list[ContentPart] | None = None
+    name: str | None = None
+    tool_calls: list[ToolCall] | None = None
+    tool_call_id: str | None = None
+
+    def text(self, index: int) -> str:
+        """The message's text; refuses parts that are not text."""
+        if self.content is None:
+            return ""
+        if isinstance(self.content, str):
+            return self.content
+        pieces: list[str] = []
+        for j, part in enumerate(self.content):
+            if part.type != "text" or part.text is None:
+                raise InvalidRequest(
+                    f"Content part of type '{part.type}' is not supported: "
+                    "ocak's models read text only.",
+                    param=f"messages.[{index}].content.[{j}].type",
+                )
+            pieces.append(part.text)
+        return "".join(pieces)
+
+    def to_message(self, index: int) -> Message:
+        role = "system" if self.role == "developer" else self.role
+        return Message(
+            role=role,
+            content=self.text(index),
+            name=self.name,
+            tool_calls=[c.model_dump() for c in self.tool_calls] if self.tool_calls else None,
+            tool_call_id=self.tool_call_id,
+        )
+
+
+class StreamOptions(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    include_usage: bool | None = None
+
+
+Temperature = Annotated[float, Field(ge=0.0, le=2.0)]
+TopP = Annotated[float, Field(ge=0.0, le=1.0)]
+Penalty = Annotated[float, Field(ge=-2.0, le=2.0)]
+PositiveInt = Annotated[int, Field(ge=1)]
+
+
+def _stop_list(stop: str | list[str] | None) -> list[str]:
+    if stop is None:
+        return []
+    return [stop] if isinstance(stop, str) else list(stop)
+
+
+class _SamplingFields(_Request):
+    model: str = Field(min_length=1)
+    temperature: Temperature | None = None
+    top_p: TopP | None = None
+    n: PositiveInt | None = None
+    stream: bool | None = None
+    stream_options: StreamOptions | None = None
+    stop: str | list[str] | None = None
+    seed: int | None = None
+    presence_penalty: Penalty | None = None
+    frequency_penalty: Penalty | None = None
+    user: str | None = None
+
+    @field_validator("stop")
+    @classmethod
+    def _check_stop(cls, v: str | list[str] | None) -> str | list[str] | None:
+        stops = _stop_list(v)
+        if len(stops) > MAX_STOP_SEQUENCES:
+            raise ValueError(f"at most {MAX_STOP_SEQUENCES} stop sequences are allowed")
+        if any(s == "" for s in stops):
+            raise ValueError("stop sequences must not be empty")
+        return v
+
+    def _check_n(self) -> None:
+        if self.n is not None and self.n > 1:
+            raise UnsupportedParameter("n", "only n=1 is supported; send several requests")
+
+    def _sampling(self) -> dict[str, Any]:
+        return {
+            "model": self.model,
+            "temperature": 1.0 if self.temperature is None else self.temperature,
+            "top_p": 1.0 if self.top_p is None else self.top_p,
+            "seed": self.seed,
+            "presence_penalty": self.presence_penalty or 0.0,
+            "frequency_penalty": self.frequency_penalty or 0.0,
+            "stop": _stop_list(self.stop),
+        }
+
+    @property
+    def include_usage(self) -> bool:
+        return bool(self.stream_options and self.stream_options.include_usage)
+
+
+class ChatCompletionRequest(_SamplingFields):
+    """``POST /v1/chat/completions``."""
+
+    messages: list[ChatMessage] = Field(min_length=1)
+    max_tokens: PositiveInt | None = None
+    max_completion_tokens: PositiveInt | None = None
+
+    UNSUPPORTED: ClassVar[dict[str, tuple[Any, ...]]] = {
+        "logprobs": (None, False),
+        "top_logprobs": (None, 0),
+        "logit_bias": (None, {}),
+        "tools": (None, []),
+        "tool_choice": (None, "none", "auto"),
+        "functions": (None, []),
+        "function_call": (None, "none", "auto"),
+        "response_format": (None, {"type": "text"}),
+        "audio": (None,),
+        "modalities": (None, ["text"]),
+        "prediction": (None,),
+        "web_search_options": (None,),
+    }
+
+    def to_generation_request(self) -> GenerationRequest:
+        self._refuse_unsupported(self.UNSUPPORTED)
+        self._check_n()
+        return GenerationRequest(
+            messages=[m.to_message(i) for i, m in enumerate(self.messages)],
+            max_tokens=self.max_completion_tokens or self.max_tokens,
+            **self._sampling(),
+        )
+
+
+class CompletionRequest(_SamplingFields):
+    """``POST /v1/completions`` (the legacy text completion endpoint)."""
+
+    prompt: str | list[str]
+    max_tokens: Annotated[int, Field(ge=1)] | None = 16
+    echo: bool | None = None
+    suffix: str | None = None
+
+    UNSUPPORTED: ClassVar[dict[str, tuple[Any, ...]]] = {
+        "logprobs": (None, 0),
+        "logit_bias": (None, {}),
+        "best_of": (None, 1),
+    }
+
+    def to_generation_request(self) -> GenerationRequest:
+        self._refuse_unsupported(self.UNSUPPORTED)
+        self._check_n()
+        if self.echo:
+            raise UnsupportedParameter("echo")
+        if self.suffix:
+            raise UnsupportedParameter("suffix")
+        prompt = self.prompt
+        if isinstance(prompt, list):
+            if len(prompt) != 1:
+                raise UnsupportedParameter(
+                    "prompt", "a list of prompts is not supported; send one prompt per request"
+                )
+            prompt = prompt[0]
+        return GenerationRequest(prompt=prompt, max_tokens=self.max_tokens, **self._sampling())
+
+
+# ---------------------------------------------------------------------------
+# Responses
+
+
+def new_id(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:24]}"
+
+
+def now() -> int:
+    return int(time.time())
+
+
+class UsageInfo(BaseModel):
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
+    prompt_tokens_details: dict[str, int] | None = None
+
+
+class AssistantMessage(BaseModel):
+    role: Literal["assistant"] = "assistant"
+    content: str | None
+    tool_calls: list[ToolCall] | None = None
+    refusal: str | None = None
+
+
+class ChatChoice(BaseModel):
+    index: int = 0
+    message: AssistantMessage
+    finish_reason: str | None
+    logprobs: None = None
+
+
+class ChatCompletion(BaseModel):
+    id: str
+    object: Literal["chat.completion"] = "chat.completion"
+    created: int
+    model: str
+    choices: list[ChatChoice]
+    usage: UsageInfo
+    system_fingerprint: str | None = None
+
+
+class ChoiceDelta(BaseModel):
+    role: Literal["assistant"] | None = None
+    content: str | None = None
+    tool_calls: list[dict[str, Any]] | None = None
+
+
+class ChatChunkChoice(BaseModel):
+    index: int = 0
+    delta: ChoiceDelta
+    finish_reason: str | None = None
+    logprobs: None = None
+
+
+class ChatCompletionChunk(BaseModel):
+    id: str
+    object: Literal["chat.completion.chunk"] = "chat.completion.chunk"
+    created: int
+    model: str
+    choices: list[ChatChunkChoice]
+    usage: UsageInfo | None = None
+    system_fingerprint: str | None = None
+
+
+class CompletionChoice(BaseModel):
+    index: int = 0
+    text: str
+    finish_reason: str | None
+    logprobs: None = None
+
+
+class Completion(BaseModel):
+    id: str
+    object: Literal["text_completion"] = "text_completion"
+    created: int
+    model: str
+    choices: list[CompletionChoice]
+    usage: UsageInfo | None = None
+    system_fingerprint: str | None = None
+
+
+class ModelCard(BaseModel):
+    id: str
+    object: Literal["model"] = "model"
+    created: int
+    owned_by: str = "ocak"
+    meta: dict[str, Any] | None = None
+
+
+class ModelList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[ModelCard]
+
+
+class ErrorDetail(BaseModel):
+    message: str
+    type: str
+    param: str | None = None
+    code: str | None = None
+
+
+class ErrorResponse(BaseModel):
+    error: ErrorDetail

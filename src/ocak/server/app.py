@@ -1,0 +1,65 @@
+"""The FastAPI application factory.
+
+Engines are injected (built by the caller from settings, or given by tests) and
+loaded in the background by the lifespan, so ``/health`` answers 503 while they
+load. When none loads, ``on_fatal`` is called with the reason so ``ocak serve``
+can exit non-zero.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from ocak import __version__
+from ocak.config import Settings
+from ocak.engines.registry import EngineRegistry
+from ocak.server import errors
+from ocak.server.middleware import AssumeJson
+from ocak.server.routes import chat, completions, health, models
+from ocak.server.state import AppState
+
+log = logging.getLogger("ocak.server")
+
+FatalHook = Callable[[str], None]
+
+
+def create_app(
+    settings: Settings,
+    engines: EngineRegistry,
+    *,
+    on_fatal: FatalHook | None = None,
+) -> FastAPI:
+    state = AppState(settings=settings, engines=engines, started=time.time())
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        async def load() -> None:
+            await engines.load_all()
+            if not engines.ready and on_fatal is not None:
+                on_fatal("; ".join(f"{e.model_id}: {e.error}" for e in engines.failed))
+
+        loader = asyncio.create_task(load())
+        try:
+            yield
+        finally:
+            loader.cancel()
+            await engines.close_all()
+
+    app = FastAPI(
+        title="ocak",
+        version=__version__,
+        description="Local-first LLM service with an OpenAI-compatible API.",
+        lifespan=lifespan,
+    )
+    app.state.ocak = state
+    errors.install(app)
+    app.add_middleware(AssumeJson)
+    for module in (chat, completions, models, health):
+        app.include_router(module.router)
+    return app

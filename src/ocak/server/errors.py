@@ -1,0 +1,92 @@
+"""Map every error to an OpenAI-shaped JSON body; nothing leaks a stack trace."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from ocak.errors import InvalidRequest, OcakError
+
+log = logging.getLogger("ocak.server")
+
+
+def error_response(exc: OcakError) -> JSONResponse:
+    headers: dict[str, str] = {}
+    if exc.retry_after is not None:
+        headers["Retry-After"] = str(max(1, round(exc.retry_after)))
+    return JSONResponse(exc.to_dict(), status_code=exc.status, headers=headers)
+
+
+def param_path(loc: tuple[Any, ...] | list[Any]) -> str | None:
+    """``("body", "messages", 0, "role")`` -> ``messages.[0].role`` (OpenAI's spelling)."""
+    parts = [p for p in loc if p != "body"]
+    out = ""
+    for p in parts:
+        if isinstance(p, int):
+            out += f".[{p}]"
+        else:
+            out += f".{p}" if out else str(p)
+    return out or None
+
+
+def validation_error(exc: RequestValidationError) -> InvalidRequest:
+    errors = exc.errors()
+    first = errors[0] if errors else {"loc": (), "msg": "invalid request", "type": ""}
+    if first.get("type") == "json_invalid":
+        return InvalidRequest(
+            "We could not parse the JSON body of your request. The body must be valid JSON "
+            f"({first.get('ctx', {}).get('error', 'invalid JSON')})."
+        )
+    loc = tuple(first.get("loc", ()))
+    # pydantic adds the union member's type name to the location; drop it.
+    loc = tuple(p for p in loc if not (isinstance(p, str) and ("[" in p or p in _TYPE_NAMES)))
+    param = param_path(loc)
+    if param is None and first.get("type") == "missing":
+        param = None
+    msg = str(first.get("msg", "invalid value"))
+    if param is None:
+        text = f"Invalid request body: {msg}."
+    else:
+        text = f"Invalid value for '{param}': {msg}."
+    if len(errors) > 1:
+        text += f" ({len(errors) - 1} more problem(s) in this request.)"
+    return InvalidRequest(text, param=param)
+
+
+_TYPE_NAMES = {"str", "int", "float", "bool", "list", "dict", "function-after", "function-before"}
+
+
+def install(app: FastAPI) -> None:
+    """Register the handlers that turn every failure into ``{"error": {...}}``."""
+
+    @app.exception_handler(OcakError)
+    async def _ocak(_: Request, exc: OcakError) -> JSONResponse:
+        if exc.status >= 500:
+            log.warning("request failed: %s", exc.message)
+        return error_response(exc)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
+        return error_response(validation_error(exc))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        err = OcakError(str(exc.detail), code=None)
+        err.status = exc.status_code
+        err.type = "invalid_request_error" if exc.status_code < 500 else "server_error"
+        if exc.status_code == 404:
+            err.message = "Not found. See /docs for the API."
+            err.code = "not_found"
+        elif exc.status_code == 405:
+            err.code = "method_not_allowed"
+        return error_response(err)
+
+    @app.exception_handler(Exception)
+    async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
+        log.exception("unexpected error")
+        return error_response(OcakError("The server had an internal error. See its log."))

@@ -1,0 +1,116 @@
+"""``POST /v1/chat/completions``: streaming and not, over the one streaming path."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import StreamingResponse
+
+from ocak.errors import OcakError
+from ocak.protocol.generation import Finished, TextDelta, Usage
+from ocak.protocol.openai import (
+    AssistantMessage,
+    ChatChoice,
+    ChatCompletion,
+    ChatCompletionRequest,
+    ErrorResponse,
+    UsageInfo,
+    new_id,
+    now,
+)
+from ocak.server.state import get_state
+from ocak.server.streaming import (
+    DONE,
+    SSE_HEADERS,
+    Primed,
+    collect,
+    prime,
+    sse,
+    sse_error,
+    unless_disconnected,
+)
+
+router = APIRouter(tags=["chat"])
+
+ERRORS: dict[int | str, dict[str, Any]] = {
+    code: {"model": ErrorResponse} for code in (400, 401, 403, 404, 413, 429, 500, 503)
+}
+
+
+def usage_info(usage: Usage) -> UsageInfo:
+    details = {"cached_tokens": usage.cached_tokens}
+    return UsageInfo(
+        prompt_tokens=usage.prompt_tokens,
+        completion_tokens=usage.completion_tokens,
+        total_tokens=usage.total_tokens,
+        prompt_tokens_details=details,
+    )
+
+
+@router.post("/v1/chat/completions", response_model=ChatCompletion, responses=ERRORS)
+async def chat_completions(body: ChatCompletionRequest, request: Request) -> Any:
+    """Create a chat completion (OpenAI-compatible)."""
+    state = get_state(request)
+    engine = state.engines.get(body.model)
+    generation = body.to_generation_request()
+    primed = await prime(engine.generate(generation))
+    cid, created = new_id("chatcmpl"), now()
+    if body.stream:
+        frames = chat_frames(primed, cid, created, body.model, body.include_usage)
+        return StreamingResponse(frames, media_type="text/event-stream", headers=SSE_HEADERS)
+    result = await unless_disconnected(request, collect(primed))
+    return ChatCompletion(
+        id=cid,
+        created=created,
+        model=body.model,
+        choices=[
+            ChatChoice(
+                message=AssistantMessage(content=result.text),
+                finish_reason=result.finished.reason,
+            )
+        ],
+        usage=usage_info(result.finished.usage),
+    )
+
+
+async def chat_frames(
+    primed: Primed, cid: str, created: int, model: str, include_usage: bool
+) -> AsyncIterator[bytes]:
+    """SSE frames in OpenAI's order: role, content deltas, finish, usage, [DONE]."""
+
+    def chunk(delta: dict[str, Any], finish: str | None = None) -> bytes:
+        payload: dict[str, Any] = {
+            "id": cid,
+            "object": "chat.completion.chunk",
+            "created": created,
+            "model": model,
+            "choices": [{"index": 0, "delta": delta, "finish_reason": finish, "logprobs": None}],
+        }
+        if include_usage:
+            payload["usage"] = None
+        return sse(payload)
+
+    yield chunk({"role": "assistant", "content": ""})
+    try:
+        async for event in primed.events():
+            if isinstance(event, TextDelta):
+                yield chunk({"content": event.text})
+            elif isinstance(event, Finished):
+                yield chunk({}, event.reason)
+                if include_usage:
+                    yield sse(
+                        {
+                            "id": cid,
+                            "object": "chat.completion.chunk",
+                            "created": created,
+                            "model": model,
+                            "choices": [],
+                            "usage": usage_info(event.usage).model_dump(),
+                        }
+                    )
+    except OcakError as exc:
+        yield sse_error(exc)
+        return
+    yield DONE

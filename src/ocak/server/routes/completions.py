@@ -1,0 +1,91 @@
+"""``POST /v1/completions``: the legacy text completion endpoint."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import StreamingResponse
+
+from ocak.errors import OcakError
+from ocak.protocol.generation import Finished, TextDelta
+from ocak.protocol.openai import (
+    Completion,
+    CompletionChoice,
+    CompletionRequest,
+    new_id,
+    now,
+)
+from ocak.server.routes.chat import ERRORS, usage_info
+from ocak.server.state import get_state
+from ocak.server.streaming import (
+    DONE,
+    SSE_HEADERS,
+    Primed,
+    collect,
+    prime,
+    sse,
+    sse_error,
+    unless_disconnected,
+)
+
+router = APIRouter(tags=["completions"])
+
+
+@router.post("/v1/completions", response_model=Completion, responses=ERRORS)
+async def completions(body: CompletionRequest, request: Request) -> Any:
+    """Create a text completion (OpenAI-compatible)."""
+    state = get_state(request)
+    engine = state.engines.get(body.model)
+    generation = body.to_generation_request()
+    primed = await prime(engine.generate(generation))
+    cid, created = new_id("cmpl"), now()
+    if body.stream:
+        frames = completion_frames(primed, cid, created, body.model, body.include_usage)
+        return StreamingResponse(frames, media_type="text/event-stream", headers=SSE_HEADERS)
+    result = await unless_disconnected(request, collect(primed))
+    return Completion(
+        id=cid,
+        created=created,
+        model=body.model,
+        choices=[CompletionChoice(text=result.text, finish_reason=result.finished.reason)],
+        usage=usage_info(result.finished.usage),
+    )
+
+
+async def completion_frames(
+    primed: Primed, cid: str, created: int, model: str, include_usage: bool
+) -> AsyncIterator[bytes]:
+    def chunk(text: str, finish: str | None = None) -> bytes:
+        return sse(
+            {
+                "id": cid,
+                "object": "text_completion",
+                "created": created,
+                "model": model,
+                "choices": [{"index": 0, "text": text, "finish_reason": finish, "logprobs": None}],
+            }
+        )
+
+    try:
+        async for event in primed.events():
+            if isinstance(event, TextDelta):
+                yield chunk(event.text)
+            elif isinstance(event, Finished):
+                yield chunk("", event.reason)
+                if include_usage:
+                    yield sse(
+                        {
+                            "id": cid,
+                            "object": "text_completion",
+                            "created": created,
+                            "model": model,
+                            "choices": [],
+                            "usage": usage_info(event.usage).model_dump(),
+                        }
+                    )
+    except OcakError as exc:
+        yield sse_error(exc)
+        return
+    yield DONE
