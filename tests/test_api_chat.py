@@ -46,9 +46,7 @@ def test_streaming_matches_non_streaming_and_reports_usage(client: openai.OpenAI
 
 def test_stream_without_include_usage_has_no_usage_chunk(client: openai.OpenAI) -> None:
     chunks = list(
-        client.chat.completions.create(
-            model="default", messages=MSG, max_tokens=8, stream=True
-        )
+        client.chat.completions.create(model="default", messages=MSG, max_tokens=8, stream=True)
     )
     assert all(c.choices for c in chunks)
     assert all(c.usage is None for c in chunks)
@@ -56,9 +54,9 @@ def test_stream_without_include_usage_has_no_usage_chunk(client: openai.OpenAI) 
 
 def test_temperature_zero_is_greedy_and_repeatable(client: openai.OpenAI) -> None:
     texts = {
-        client.chat.completions.create(
-            model="default", messages=MSG, max_tokens=24, temperature=0
-        ).choices[0].message.content
+        client.chat.completions.create(model="default", messages=MSG, max_tokens=24, temperature=0)
+        .choices[0]
+        .message.content
         for _ in range(3)
     }
     assert len(texts) == 1
@@ -66,22 +64,28 @@ def test_temperature_zero_is_greedy_and_repeatable(client: openai.OpenAI) -> Non
 
 def test_same_seed_same_text_different_seed_different_text(client: openai.OpenAI) -> None:
     def sample(seed: int) -> str | None:
-        return client.chat.completions.create(
-            model="default",
-            messages=[{"role": "user", "content": "Tell me a short story."}],
-            max_tokens=40,
-            temperature=1.0,
-            seed=seed,
-        ).choices[0].message.content
+        return (
+            client.chat.completions.create(
+                model="default",
+                messages=[{"role": "user", "content": "Tell me a short story."}],
+                max_tokens=40,
+                temperature=1.0,
+                seed=seed,
+            )
+            .choices[0]
+            .message.content
+        )
 
     assert sample(1234) == sample(1234)
     assert len({sample(1), sample(2), sample(3)}) > 1
 
 
 def test_stop_sequence_ends_the_answer_before_it(client: openai.OpenAI) -> None:
-    base = client.chat.completions.create(
-        model="default", messages=MSG, max_tokens=40, temperature=0
-    ).choices[0].message.content
+    base = (
+        client.chat.completions.create(model="default", messages=MSG, max_tokens=40, temperature=0)
+        .choices[0]
+        .message.content
+    )
     assert base and len(base) > 12
     stop = base[8:12]
     r = client.chat.completions.create(
@@ -128,7 +132,9 @@ def test_system_and_assistant_turns_are_used(client: openai.OpenAI) -> None:
     ]
     r = client.chat.completions.create(model="default", messages=history, max_tokens=8)  # type: ignore[arg-type]
     short = client.chat.completions.create(
-        model="default", messages=history[-1:], max_tokens=8  # type: ignore[arg-type]
+        model="default",
+        messages=history[-1:],
+        max_tokens=8,  # type: ignore[arg-type]
     )
     assert r.usage is not None and short.usage is not None
     # The earlier turns are in the prompt (the default system prompt is replaced).

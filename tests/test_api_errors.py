@@ -70,7 +70,10 @@ def test_unknown_model_is_404(client: openai.OpenAI) -> None:
         ({"model": "default"}, "messages"),
         ({"model": "default", "messages": []}, "messages"),
         ({"model": "default", "messages": "hi"}, "messages"),
-        ({"model": "default", "messages": [{"role": "wizard", "content": "x"}]}, "messages.[0].role"),
+        (
+            {"model": "default", "messages": [{"role": "wizard", "content": "x"}]},
+            "messages.[0].role",
+        ),
         ({"messages": MSG}, "model"),
         ({"model": 42, "messages": MSG}, "model"),
         ({"model": "default", "messages": MSG, "temperature": "hot"}, "temperature"),
@@ -99,8 +102,14 @@ def test_bad_bodies_are_400_naming_the_parameter(
         ({"logprobs": True}, "logprobs"),
         ({"logit_bias": {"50256": -100}}, "logit_bias"),
         ({"response_format": {"type": "json_object"}}, "response_format"),
-        ({"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "x"}}]}]},
-         "messages.[0].content.[0].type"),
+        (
+            {
+                "messages": [
+                    {"role": "user", "content": [{"type": "image_url", "image_url": {"url": "x"}}]}
+                ]
+            },
+            "messages.[0].content.[0].type",
+        ),
     ],
 )
 def test_unsupported_openai_parameters_are_refused_by_name(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 
 from ocak.engines.base import Engine
 from ocak.errors import ModelNotFound, Unavailable
@@ -25,7 +25,7 @@ class EngineRegistry:
             raise ValueError(f"two models share the id '{engine.model_id}'")
         self._engines[engine.model_id] = engine
 
-    def __iter__(self) -> Iterable[Engine]:  # type: ignore[override]
+    def __iter__(self) -> Iterator[Engine]:
         return iter(list(self._engines.values()))
 
     def __len__(self) -> int:

@@ -7,6 +7,7 @@ a name in the store (``<data_dir>/models``), or ``NAME=PATH`` to pick the id.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 from dataclasses import dataclass
 from pathlib import Path
@@ -74,10 +75,8 @@ def resolve(spec: str, model_dir: Path | None = None) -> ModelSpec:
 def available(model_dir: Path) -> list[ModelSpec]:
     """Every model ocak can serve without being given a path."""
     found: list[ModelSpec] = []
-    try:
+    with contextlib.suppress(ModelFileError):
         found.append(ModelSpec(DEFAULT_MODEL_ID, default_model_path(), "llama.cpp"))
-    except ModelFileError:
-        pass
     if model_dir.is_dir():
         for entry in sorted(model_dir.iterdir()):
             if entry.name.startswith("."):

@@ -23,6 +23,7 @@ from ocak.server import errors
 from ocak.server.middleware import AssumeJson
 from ocak.server.routes import chat, completions, health, models
 from ocak.server.state import AppState
+from ocak.server.tracking import RequestTracking, Sink
 
 log = logging.getLogger("ocak.server")
 
@@ -34,8 +35,10 @@ def create_app(
     engines: EngineRegistry,
     *,
     on_fatal: FatalHook | None = None,
+    sinks: list[Sink] | None = None,
 ) -> FastAPI:
     state = AppState(settings=settings, engines=engines, started=time.time())
+    state.sinks = list(sinks or [])
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -60,6 +63,8 @@ def create_app(
     app.state.ocak = state
     errors.install(app)
     app.add_middleware(AssumeJson)
+    # Outermost: sees every request, including ones other middleware refuse.
+    app.add_middleware(RequestTracking, sinks=state.sinks)
     for module in (chat, completions, models, health):
         app.include_router(module.router)
     return app

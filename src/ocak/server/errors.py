@@ -36,11 +36,11 @@ def param_path(loc: tuple[Any, ...] | list[Any]) -> str | None:
 
 def validation_error(exc: RequestValidationError) -> InvalidRequest:
     errors = exc.errors()
-    first = errors[0] if errors else {"loc": (), "msg": "invalid request", "type": ""}
+    first: dict[str, Any] = dict(errors[0]) if errors else {"loc": (), "msg": "invalid request"}
     if first.get("type") == "json_invalid":
         return InvalidRequest(
             "We could not parse the JSON body of your request. The body must be valid JSON "
-            f"({first.get('ctx', {}).get('error', 'invalid JSON')})."
+            f"({(first.get('ctx') or {}).get('error', 'invalid JSON')})."
         )
     loc = tuple(first.get("loc", ()))
     # pydantic adds the union member's type name to the location; drop it.
@@ -61,18 +61,27 @@ def validation_error(exc: RequestValidationError) -> InvalidRequest:
 _TYPE_NAMES = {"str", "int", "float", "bool", "list", "dict", "function-after", "function-before"}
 
 
+def _mark(request: Request, exc: OcakError) -> None:
+    record = getattr(request.state, "record", None)
+    if record is not None:
+        record.fail(exc.status, exc.code)
+
+
 def install(app: FastAPI) -> None:
     """Register the handlers that turn every failure into ``{"error": {...}}``."""
 
     @app.exception_handler(OcakError)
-    async def _ocak(_: Request, exc: OcakError) -> JSONResponse:
+    async def _ocak(request: Request, exc: OcakError) -> JSONResponse:
         if exc.status >= 500:
             log.warning("request failed: %s", exc.message)
+        _mark(request, exc)
         return error_response(exc)
 
     @app.exception_handler(RequestValidationError)
-    async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
-        return error_response(validation_error(exc))
+    async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
+        err = validation_error(exc)
+        _mark(request, err)
+        return error_response(err)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
@@ -87,6 +96,8 @@ def install(app: FastAPI) -> None:
         return error_response(err)
 
     @app.exception_handler(Exception)
-    async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
         log.exception("unexpected error")
-        return error_response(OcakError("The server had an internal error. See its log."))
+        err = OcakError("The server had an internal error. See its log.")
+        _mark(request, err)
+        return error_response(err)

@@ -9,6 +9,7 @@ from fastapi import Request
 
 from ocak.config import Settings
 from ocak.engines.registry import EngineRegistry
+from ocak.server.tracking import Sink
 
 
 @dataclass
@@ -16,6 +17,8 @@ class AppState:
     settings: Settings
     engines: EngineRegistry
     started: float = 0.0
+    # Called with each request's record before its response ends (usage, metrics, logs).
+    sinks: list[Sink] = field(default_factory=list)
     extras: dict[str, Any] = field(default_factory=dict)
 
 

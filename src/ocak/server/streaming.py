@@ -8,6 +8,7 @@ response is the same stream collected, cancelled if the client leaves.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -17,6 +18,7 @@ from starlette.requests import Request
 
 from ocak.errors import OcakError
 from ocak.protocol.generation import Finished, GenerationEvent, TextDelta
+from ocak.server.tracking import RequestRecord
 
 T = TypeVar("T")
 
@@ -30,18 +32,40 @@ class ClientDisconnected(Exception):
 
 @dataclass(slots=True)
 class Primed:
-    """A generation whose first event has arrived."""
+    """A generation whose first event has arrived; its events fill the request record."""
 
     first: GenerationEvent
     rest: AsyncIterator[GenerationEvent]
+    record: RequestRecord | None = None
 
     async def events(self) -> AsyncIterator[GenerationEvent]:
+        record = self.record
+        finished = False
         try:
-            yield self.first
+            yield self._track(self.first)
             async for event in self.rest:
-                yield event
+                yield self._track(event)
+            finished = True
+        except OcakError as exc:
+            if record is not None:
+                record.fail(exc.status, exc.code)
+            raise
         finally:
+            if not finished and record is not None and record.status == "completed":
+                record.status = "cancelled"
             await aclose(self.rest)
+
+    def _track(self, event: GenerationEvent) -> GenerationEvent:
+        record = self.record
+        if record is not None:
+            if isinstance(event, TextDelta):
+                record.first_token()
+            elif isinstance(event, Finished):
+                record.first_token()
+                record.prompt_tokens = event.usage.prompt_tokens
+                record.completion_tokens = event.usage.completion_tokens
+                record.finish_reason = event.reason
+        return event
 
 
 async def aclose(it: AsyncIterator[Any]) -> None:
@@ -50,14 +74,16 @@ async def aclose(it: AsyncIterator[Any]) -> None:
         await close()
 
 
-async def prime(events: AsyncIterator[GenerationEvent]) -> Primed:
+async def prime(
+    events: AsyncIterator[GenerationEvent], record: RequestRecord | None = None
+) -> Primed:
     """Wait for the first event; admission errors raise here, before any byte is sent."""
     try:
         first = await anext(events)
     except BaseException:
         await aclose(events)
         raise
-    return Primed(first, events)
+    return Primed(first, events, record)
 
 
 @dataclass(slots=True)
@@ -93,17 +119,19 @@ async def unless_disconnected(request: Request, work: Awaitable[T]) -> T:
         watcher.cancel()
         if not task.done():
             task.cancel()
-            try:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
-            except BaseException:
-                pass
     if not task.done() or task.cancelled():
         raise ClientDisconnected()
     return task.result()
 
 
 def sse(payload: dict[str, Any] | str) -> bytes:
-    data = payload if isinstance(payload, str) else json.dumps(payload, ensure_ascii=False, separators=(",", ":"))
+    data = (
+        payload
+        if isinstance(payload, str)
+        else json.dumps(payload, ensure_ascii=False, separators=(",", ":"))
+    )
     return f"data: {data}\n\n".encode()
 
 

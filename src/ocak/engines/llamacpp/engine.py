@@ -7,6 +7,7 @@ thread, so the event loop (``/health``, other routes) never waits on the model.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import time
@@ -154,10 +155,9 @@ class LlamaCppEngine(Engine):
         queue: asyncio.Queue[Event] = asyncio.Queue()
 
         def emit(event: Event) -> None:
-            try:
+            # RuntimeError: the loop is gone (shutdown), nobody is listening.
+            with contextlib.suppress(RuntimeError):
                 loop.call_soon_threadsafe(queue.put_nowait, event)
-            except RuntimeError:  # the loop is gone (shutdown); nobody is listening
-                pass
 
         timeout = request.queue_timeout or self.queue_timeout
         job = Job(

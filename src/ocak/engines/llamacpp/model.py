@@ -24,12 +24,14 @@ _backend_lock = threading.Lock()
 _backend_ready = False
 
 
-@C.llama_log_callback
-def _log_callback(level: int, text: bytes, _user: Any) -> None:  # pragma: no cover - C callback
+def _log(level: int, text: bytes, _user: Any) -> None:  # pragma: no cover - C callback
     if level in (3, 4):  # GGML_LOG_LEVEL_WARN, GGML_LOG_LEVEL_ERROR
         message = text.decode("utf-8", "replace").rstrip()
         if message:
             log.log(logging.WARNING if level == 3 else logging.ERROR, "llama.cpp: %s", message)
+
+
+_log_callback = C.llama_log_callback(_log)  # kept alive for the process
 
 
 def init_backend() -> None:

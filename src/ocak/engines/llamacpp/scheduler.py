@@ -29,7 +29,7 @@ from ocak.engines.llamacpp.model import LlamaModel
 from ocak.engines.llamacpp.sampling import LogitsMask, Sampler, SamplingParams
 from ocak.engines.text import StopMatcher, Utf8Stream
 from ocak.errors import EngineError, OcakError, QueueFull, Unavailable
-from ocak.protocol.generation import FinishReason, Finished, TextDelta, Usage
+from ocak.protocol.generation import Finished, FinishReason, TextDelta, Usage
 
 log = logging.getLogger("ocak.scheduler")
 

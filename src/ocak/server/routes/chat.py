@@ -31,6 +31,7 @@ from ocak.server.streaming import (
     sse_error,
     unless_disconnected,
 )
+from ocak.server.tracking import get_record
 
 router = APIRouter(tags=["chat"])
 
@@ -53,9 +54,12 @@ def usage_info(usage: Usage) -> UsageInfo:
 async def chat_completions(body: ChatCompletionRequest, request: Request) -> Any:
     """Create a chat completion (OpenAI-compatible)."""
     state = get_state(request)
+    record = get_record(request)
+    record.model, record.stream = body.model, bool(body.stream)
     engine = state.engines.get(body.model)
+    record.backend, record.locality = f"{engine.kind}:{engine.model_id}", "local"
     generation = body.to_generation_request()
-    primed = await prime(engine.generate(generation))
+    primed = await prime(engine.generate(generation), record)
     cid, created = new_id("chatcmpl"), now()
     if body.stream:
         frames = chat_frames(primed, cid, created, body.model, body.include_usage)

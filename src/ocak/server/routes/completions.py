@@ -29,6 +29,7 @@ from ocak.server.streaming import (
     sse_error,
     unless_disconnected,
 )
+from ocak.server.tracking import get_record
 
 router = APIRouter(tags=["completions"])
 
@@ -37,9 +38,12 @@ router = APIRouter(tags=["completions"])
 async def completions(body: CompletionRequest, request: Request) -> Any:
     """Create a text completion (OpenAI-compatible)."""
     state = get_state(request)
+    record = get_record(request)
+    record.model, record.stream = body.model, bool(body.stream)
     engine = state.engines.get(body.model)
+    record.backend, record.locality = f"{engine.kind}:{engine.model_id}", "local"
     generation = body.to_generation_request()
-    primed = await prime(engine.generate(generation))
+    primed = await prime(engine.generate(generation), record)
     cid, created = new_id("cmpl"), now()
     if body.stream:
         frames = completion_frames(primed, cid, created, body.model, body.include_usage)

@@ -1,0 +1,138 @@
+"""One record per request, filled as it runs and handed to sinks when it ends.
+
+``RequestTracking`` (pure ASGI) gives every request an id (``x-request-id``,
+taken from the client or generated, and returned), a ``RequestRecord`` in
+``request.state.record`` that routes fill in (model, backend, tokens, time to
+first token), and runs the app's record sinks (usage store, metrics, the
+request log line) *before* the last byte of the response is sent, so a
+response that has ended always has its record.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Literal
+
+from starlette.requests import Request
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+log = logging.getLogger("ocak.requests")
+
+Status = Literal["completed", "failed", "cancelled", "rejected"]
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
+
+
+@dataclass
+class RequestRecord:
+    """What a usage record, a metric and a log line need to know about one request."""
+
+    request_id: str
+    method: str
+    path: str
+    started_at: float = field(default_factory=time.time)
+    started: float = field(default_factory=time.monotonic)
+    key_name: str | None = None
+    model: str | None = None
+    backend: str | None = None
+    locality: str | None = None
+    stream: bool = False
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    first_token_at: float | None = None
+    ended: float | None = None
+    status: Status = "completed"
+    http_status: int = 200
+    error_code: str | None = None
+    finish_reason: str | None = None
+
+    @property
+    def is_api(self) -> bool:
+        """Model calls (the ones usage records are about)."""
+        return self.model is not None
+
+    @property
+    def ttft(self) -> float | None:
+        return None if self.first_token_at is None else self.first_token_at - self.started
+
+    @property
+    def duration(self) -> float:
+        return (self.ended or time.monotonic()) - self.started
+
+    def first_token(self) -> None:
+        if self.first_token_at is None:
+            self.first_token_at = time.monotonic()
+
+    def fail(self, http_status: int, code: str | None) -> None:
+        self.status = "rejected" if http_status < 500 and self.first_token_at is None else "failed"
+        self.http_status = http_status
+        self.error_code = code
+
+
+Sink = Callable[[RequestRecord], None]
+
+
+def get_record(request: Request) -> RequestRecord:
+    record: RequestRecord = request.state.record
+    return record
+
+
+class RequestTracking:
+    """Assign request ids, track each request, and run sinks before the response ends."""
+
+    def __init__(self, app: ASGIApp, sinks: list[Sink]) -> None:
+        self.app = app
+        self.sinks = sinks
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        given = next((v for k, v in scope["headers"] if k == b"x-request-id"), b"").decode(
+            "latin-1"
+        )
+        request_id = given if _REQUEST_ID.match(given) else f"req_{uuid.uuid4().hex[:20]}"
+        record = RequestRecord(request_id, scope["method"], scope["path"])
+        scope.setdefault("state", {})["record"] = record
+        done = False
+
+        def finish() -> None:
+            nonlocal done
+            if done:
+                return
+            done = True
+            record.ended = time.monotonic()
+            for sink in self.sinks:
+                try:
+                    sink(record)
+                except Exception:  # a broken sink must not break the response
+                    log.exception("request record sink failed")
+
+        async def tracked_send(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                record.http_status = message["status"]
+                if message["status"] >= 400 and record.status == "completed":
+                    record.fail(message["status"], None)
+                headers = list(message.get("headers", []))
+                headers.append((b"x-request-id", request_id.encode("latin-1")))
+                message = {**message, "headers": headers}
+            elif message["type"] == "http.response.body" and not message.get("more_body", False):
+                finish()
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracked_send)
+        except BaseException:
+            if record.status == "completed":
+                record.status = "cancelled" if record.first_token_at else "failed"
+            raise
+        finally:
+            if not done:
+                # The body never ended: the client left, or the app failed.
+                if record.status == "completed":
+                    record.status = "cancelled"
+                finish()
