@@ -44,7 +44,8 @@ def test_random_splits_give_the_same_result() -> None:
     for _ in range(200):
         cuts = sorted(rng.sample(range(1, len(text)), 6))
         pieces = [text[i:j] for i, j in zip([0, *cuts], [*cuts, len(text)], strict=True)]
-        assert feed_all([" THE END"], pieces) == ("The quick brown fox jumps over the lazy dog.", True)
+        expected = ("The quick brown fox jumps over the lazy dog.", True)
+        assert feed_all([" THE END"], pieces) == expected
 
 
 def test_utf8_stream_never_splits_characters() -> None:
