@@ -54,6 +54,30 @@ class Settings(BaseSettings):
     )
     data_dir: Path = Field(default_factory=default_data_dir, description="ocak's data folder.")
     log_level: str = Field("info", description="Log level: debug, info, warning, error.")
+    # Keys, limits, logs and bad input (issue 6).
+    allow_no_keys: bool = Field(
+        False, description="Serve without API keys even when listening beyond loopback."
+    )
+    metrics_public: bool = Field(False, description="Serve /metrics without an API key.")
+    log_content: bool = Field(
+        False, description="Put prompts and completions in the request log lines."
+    )
+    max_body_bytes: int = Field(
+        4 * 1024 * 1024, ge=1024, le=1 << 30, description="Largest request body (413 above)."
+    )
+    max_messages: int = Field(
+        1024, ge=1, le=1_000_000, description="Most messages one chat request may carry."
+    )
+    max_tokens_limit: int | None = Field(
+        None,
+        ge=1,
+        le=1_048_576,
+        description="Largest max_tokens a request may ask for, and the default when it "
+        "asks for none (default: no cap but the context window).",
+    )
+    shutdown_timeout: int = Field(
+        30, ge=0, le=3600, description="Seconds streams in flight may finish after SIGTERM."
+    )
 
     @field_validator("model", mode="before")
     @classmethod

@@ -15,7 +15,8 @@ layer into status codes, the CLI into one-line messages.
     ├── NotFound                    404
     │   └── ModelNotFound           404 model_not_found
     ├── RateLimited                 429 (retry_after seconds)
-    │   └── QueueFull               429 queue_full
+    │   ├── QueueFull               429 queue_full
+    │   └── QuotaExceeded           429 insufficient_quota (a key's token budget)
     ├── Unavailable                 503 (loading, queue timeout, shutting down)
     ├── UpstreamError               502 (a remote provider failed)
     └── EngineError                 500 (the local engine failed)
@@ -129,6 +130,11 @@ class RateLimited(OcakError):
 
 class QueueFull(RateLimited):
     code = "queue_full"
+
+
+class QuotaExceeded(RateLimited):
+    type = "insufficient_quota"
+    code = "insufficient_quota"
 
 
 class Unavailable(OcakError):

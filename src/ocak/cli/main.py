@@ -1,10 +1,10 @@
-"""The ``ocak`` command: serve, run, chat, models."""
+"""The ``ocak`` command: serve, run, chat, models, keys, usage."""
 
 from __future__ import annotations
 
 import typer
 
-from ocak.cli import models, serve, talk
+from ocak.cli import keys, models, serve, talk, usage
 
 app = typer.Typer(
     name="ocak",
@@ -17,6 +17,8 @@ app.command("serve")(serve.serve)
 app.command("run")(talk.run)
 app.command("chat")(talk.chat)
 app.add_typer(models.app, name="models")
+app.add_typer(keys.app, name="keys")
+app.command("usage")(usage.usage)
 
 
 def main() -> None:  # pragma: no cover - console entry point

@@ -28,6 +28,23 @@ def serve(
     queue_timeout: float = typer.Option(None, "--queue-timeout", help="Seconds before 503."),
     config: Path = typer.Option(None, "--config", help="YAML settings file."),
     log_level: str = typer.Option(None, "--log-level", help="debug, info, warning, error."),
+    allow_no_keys: bool = typer.Option(
+        False, "--allow-no-keys", help="Serve beyond loopback even with no API keys."
+    ),
+    metrics_public: bool = typer.Option(
+        False, "--metrics-public", help="Serve /metrics without an API key."
+    ),
+    log_content: bool = typer.Option(
+        False, "--log-content", help="Log prompts and completions (off: never logged)."
+    ),
+    max_body_bytes: int = typer.Option(None, "--max-body-bytes", help="Largest request body."),
+    max_messages: int = typer.Option(None, "--max-messages", help="Most messages per request."),
+    max_tokens_limit: int = typer.Option(
+        None, "--max-tokens-limit", help="Largest max_tokens, and the default when unset."
+    ),
+    shutdown_timeout: int = typer.Option(
+        None, "--shutdown-timeout", help="Seconds streams may finish after SIGTERM."
+    ),
 ) -> None:
     """Start the OpenAI-compatible server."""
     try:
@@ -42,6 +59,13 @@ def serve(
             max_queue=max_queue,
             queue_timeout=queue_timeout,
             log_level=log_level,
+            allow_no_keys=allow_no_keys or None,
+            metrics_public=metrics_public or None,
+            log_content=log_content or None,
+            max_body_bytes=max_body_bytes,
+            max_messages=max_messages,
+            max_tokens_limit=max_tokens_limit,
+            shutdown_timeout=shutdown_timeout,
         )
     except OcakError as exc:
         fail_on(exc, 2)
@@ -51,6 +75,9 @@ def serve(
         fail("; ".join(problems) or "no model to serve")
     from ocak.server.runner import run_server
 
-    code = run_server(settings, registry)
+    try:
+        code = run_server(settings, registry)
+    except OcakError as exc:  # the store cannot be opened, or no keys beyond loopback
+        fail_on(exc, 2)
     if code:
         raise typer.Exit(code)

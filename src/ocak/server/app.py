@@ -19,11 +19,12 @@ from fastapi import FastAPI
 from ocak import __version__
 from ocak.config import Settings
 from ocak.engines.registry import EngineRegistry
-from ocak.server import errors
+from ocak.server import errors, services
 from ocak.server.middleware import AssumeJson
 from ocak.server.routes import chat, completions, health, models
 from ocak.server.state import AppState
 from ocak.server.tracking import RequestTracking, Sink
+from ocak.store.db import Database
 
 log = logging.getLogger("ocak.server")
 
@@ -36,6 +37,7 @@ def create_app(
     *,
     on_fatal: FatalHook | None = None,
     sinks: list[Sink] | None = None,
+    db: Database | None = None,
 ) -> FastAPI:
     state = AppState(settings=settings, engines=engines, started=time.time())
     state.sinks = list(sinks or [])
@@ -63,6 +65,8 @@ def create_app(
     app.state.ocak = state
     errors.install(app)
     app.add_middleware(AssumeJson)
+    # Keys, limits, usage records, metrics, request log, body limit (issue 6).
+    services.install(app, state, db)
     # Outermost: sees every request, including ones other middleware refuse.
     app.add_middleware(RequestTracking, sinks=state.sinks)
     for module in (chat, completions, models, health):

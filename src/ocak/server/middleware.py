@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from ocak.errors import PayloadTooLarge
+from ocak.server.errors import error_response
 
 _JSON = b"application/json"
 
@@ -24,3 +27,62 @@ class AssumeJson:
             if not original.startswith(_JSON) and not original.startswith(b"multipart/"):
                 scope = dict(scope, headers=[*headers, (b"content-type", _JSON)])
         await self.app(scope, receive, send)
+
+
+class BodyLimit:
+    """413 for request bodies over ``max_bytes``, before the app reads them.
+
+    A declared ``Content-Length`` is checked up front (the body is never read);
+    a chunked body is read here up to the limit and replayed to the app.
+    """
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] in ("GET", "HEAD", "OPTIONS"):
+            await self.app(scope, receive, send)
+            return
+        length = next((v for k, v in scope["headers"] if k == b"content-length"), None)
+        if length is not None:
+            if length.isdigit() and int(length) <= self.max_bytes:
+                await self.app(scope, receive, send)
+            else:
+                await self._refuse(scope, receive, send)
+            return
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":  # the client left
+                return
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.max_bytes:
+                await self._refuse(scope, receive, send)
+                return
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        replayed = False
+
+        async def replay() -> Message:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": b"".join(chunks), "more_body": False}
+            return await receive()
+
+        await self.app(scope, replay, send)
+
+    async def _refuse(self, scope: Scope, receive: Receive, send: Send) -> None:
+        exc = PayloadTooLarge(
+            f"The request body is larger than this server accepts ({self.max_bytes} bytes).",
+        )
+        record = scope.get("state", {}).get("record")
+        if record is not None:
+            record.fail(exc.status, exc.code)
+        response = error_response(exc)
+        response.headers["Connection"] = "close"
+        await response(scope, receive, send)

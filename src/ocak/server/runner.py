@@ -3,14 +3,23 @@
 from __future__ import annotations
 
 import logging
+import signal
+from types import FrameType
 
 import uvicorn
 
 from ocak.config import Settings
 from ocak.engines.registry import EngineRegistry
 from ocak.server.app import create_app
+from ocak.server.auth import check_exposure
+from ocak.server.request_log import configure_access_log
+from ocak.store.db import database_path, open_database
 
 log = logging.getLogger("ocak.server")
+
+
+def _stopped(signum: int, frame: FrameType | None) -> None:
+    log.info("stopped by signal %d after a graceful shutdown", signum)
 
 
 def run_server(settings: Settings, registry: EngineRegistry) -> int:
@@ -25,16 +34,30 @@ def run_server(settings: Settings, registry: EngineRegistry) -> int:
         if server is not None:
             server.should_exit = True
 
-    app = create_app(settings, registry, on_fatal=on_fatal)
+    db = open_database(database_path(settings.data_dir))
+    try:
+        app = create_app(settings, registry, on_fatal=on_fatal, db=db)
+        check_exposure(settings, app.state.ocak.auth)  # no keys beyond loopback: refuse
+    except BaseException:
+        db.close()
+        raise
+    configure_access_log()
     config = uvicorn.Config(
         app,
         host=settings.host,
         port=settings.port,
         log_level=settings.log_level.lower(),
         access_log=False,
-        timeout_graceful_shutdown=30,
+        timeout_graceful_shutdown=settings.shutdown_timeout,
     )
     server = uvicorn.Server(config)
     log.info("ocak listening on http://%s:%d (OpenAI API at /v1)", settings.host, settings.port)
-    server.run()
+    # uvicorn re-raises SIGTERM/SIGINT once its graceful shutdown is done, which would
+    # kill the process by signal; with these handlers in place it returns and we exit 0.
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, _stopped)
+    try:
+        server.run()
+    finally:
+        db.close()  # usage rows are committed per request; this checkpoints the WAL
     return exit_code

@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fastapi import Request
 
 from ocak.config import Settings
 from ocak.engines.registry import EngineRegistry
+from ocak.server.auth import Authenticator
 from ocak.server.tracking import Sink
+from ocak.store.db import Database
+
+if TYPE_CHECKING:
+    from ocak.server.metrics import Metrics
 
 
 @dataclass
@@ -19,6 +24,10 @@ class AppState:
     started: float = 0.0
     # Called with each request's record before its response ends (usage, metrics, logs).
     sinks: list[Sink] = field(default_factory=list)
+    # Keys and limits: ``auth.check(token, model)`` is the hook for every edge.
+    auth: Authenticator = field(default_factory=Authenticator)
+    db: Database | None = None  # the usage/keys store, when the server has one
+    metrics: Metrics | None = None
     extras: dict[str, Any] = field(default_factory=dict)
 
 

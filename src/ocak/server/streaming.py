@@ -51,7 +51,9 @@ class Primed:
                 record.fail(exc.status, exc.code)
             raise
         finally:
-            if not finished and record is not None and record.status == "completed":
+            # A consumer that stops at the Finished event (collect) ends here too: not a cancel.
+            ended = finished or (record is not None and record.finish_reason is not None)
+            if not ended and record is not None and record.status == "completed":
                 record.status = "cancelled"
             await aclose(self.rest)
 

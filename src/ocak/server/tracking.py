@@ -16,7 +16,7 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -37,6 +37,7 @@ class RequestRecord:
     started_at: float = field(default_factory=time.time)
     started: float = field(default_factory=time.monotonic)
     key_name: str | None = None
+    key_id: int | None = None
     model: str | None = None
     backend: str | None = None
     locality: str | None = None
@@ -49,6 +50,8 @@ class RequestRecord:
     http_status: int = 200
     error_code: str | None = None
     finish_reason: str | None = None
+    # Request and response text, captured only when the operator logs content.
+    content: dict[str, Any] | None = None
 
     @property
     def is_api(self) -> bool:

@@ -17,6 +17,7 @@ from ocak.protocol.openai import (
     new_id,
     now,
 )
+from ocak.server.admission import admit
 from ocak.server.routes.chat import ERRORS, usage_info
 from ocak.server.state import get_state
 from ocak.server.streaming import (
@@ -40,6 +41,7 @@ async def completions(body: CompletionRequest, request: Request) -> Any:
     state = get_state(request)
     record = get_record(request)
     record.model, record.stream = body.model, bool(body.stream)
+    admit(request, body)  # key may use the model (403), input caps (400), limits (429)
     engine = state.engines.get(body.model)
     record.backend, record.locality = f"{engine.kind}:{engine.model_id}", "local"
     generation = body.to_generation_request()

@@ -1,0 +1,57 @@
+"""What every model call passes before it reaches an engine.
+
+``admit(request, body)`` is the one call at the top of the model routes: the
+key may use the model (403), the request is within the server's input caps
+(400 naming the parameter), and the key is within its limits (429). A
+request that asks for no ``max_tokens`` gets the server's cap, when one is set.
+"""
+
+from __future__ import annotations
+
+from starlette.requests import Request
+
+from ocak.config import Settings
+from ocak.errors import InvalidRequest
+from ocak.protocol.openai import ChatCompletionRequest, CompletionRequest
+from ocak.server.auth import get_key
+from ocak.server.state import get_state
+from ocak.server.tracking import get_record
+from ocak.store.keys import KeyInfo
+
+ModelRequest = ChatCompletionRequest | CompletionRequest
+
+
+def check_input(settings: Settings, body: ModelRequest) -> None:
+    """The server's caps on message count and ``max_tokens`` (applies the default cap)."""
+    if isinstance(body, ChatCompletionRequest):
+        if len(body.messages) > settings.max_messages:
+            raise InvalidRequest(
+                f"Too many messages: {len(body.messages)}; this server accepts at most "
+                f"{settings.max_messages}.",
+                param="messages",
+            )
+        param = "max_completion_tokens" if body.max_completion_tokens else "max_tokens"
+        asked = body.max_completion_tokens or body.max_tokens
+    else:
+        param, asked = "max_tokens", body.max_tokens
+    cap = settings.max_tokens_limit
+    if cap is None:
+        return
+    if asked is None:
+        body.max_tokens = cap
+    elif asked > cap:
+        raise InvalidRequest(
+            f"Invalid '{param}': {asked} is more than this server allows ({cap}).", param=param
+        )
+
+
+def admit(request: Request, body: ModelRequest) -> KeyInfo | None:
+    """403, 400 or 429 before the engine; returns the request's key (None without keys)."""
+    state = get_state(request)
+    record = get_record(request)
+    record.model = body.model
+    key = get_key(request)
+    state.auth.permit(key, body.model)
+    check_input(state.settings, body)
+    state.auth.limit(key)
+    return key

@@ -1,0 +1,189 @@
+"""The SQLite connection: WAL mode, a versioned schema, migrations applied at open.
+
+``synchronous=NORMAL`` in WAL mode: a commit returns once its pages are written
+to the WAL file (no fsync per commit), so a committed row survives the process
+being killed (``kill -9``); only a power cut can lose the last commits. That
+keeps a usage record's commit in the tens of microseconds, on the request path.
+
+One connection per process, shared by threads under a lock (the HTTP event
+loop, gRPC threads); other processes (``ocak keys``, ``ocak usage``) open their
+own and SQLite serialises writers (``busy_timeout``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sqlite3
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from ocak.errors import OcakError
+
+DB_NAME = "ocak.db"
+
+# Each entry moves the schema from version i to i + 1. Never edit a released
+# entry: add a new one. ``tests/store/test_db.py`` upgrades a version-1 file.
+MIGRATIONS: tuple[str, ...] = (
+    # 1: keys (hash only) and one usage row per request.
+    """
+    CREATE TABLE keys (
+        id INTEGER PRIMARY KEY,
+        name TEXT NOT NULL,
+        prefix TEXT NOT NULL,
+        hash TEXT NOT NULL UNIQUE,
+        models TEXT,
+        rpm INTEGER,
+        tpm INTEGER,
+        budget_tokens INTEGER,
+        created_at REAL NOT NULL,
+        revoked_at REAL
+    );
+    CREATE TABLE usage (
+        id INTEGER PRIMARY KEY,
+        ts REAL NOT NULL,
+        request_id TEXT NOT NULL,
+        key_name TEXT,
+        model TEXT,
+        backend TEXT,
+        prompt_tokens INTEGER NOT NULL DEFAULT 0,
+        completion_tokens INTEGER NOT NULL DEFAULT 0,
+        ttft_ms REAL,
+        total_ms REAL NOT NULL,
+        status TEXT NOT NULL
+    );
+    """,
+    # 2: locality (keys restricted to local backends; where a request ran),
+    # budget periods, the key id on usage rows (names may be reused after a
+    # revoke), the HTTP outcome, and the indexes summaries and budgets read.
+    """
+    ALTER TABLE keys ADD COLUMN locality TEXT;
+    ALTER TABLE keys ADD COLUMN budget_period REAL;
+    CREATE UNIQUE INDEX keys_active_name ON keys(name) WHERE revoked_at IS NULL;
+    ALTER TABLE usage ADD COLUMN key_id INTEGER;
+    ALTER TABLE usage ADD COLUMN locality TEXT;
+    ALTER TABLE usage ADD COLUMN stream INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE usage ADD COLUMN http_status INTEGER;
+    ALTER TABLE usage ADD COLUMN error_code TEXT;
+    ALTER TABLE usage ADD COLUMN finish_reason TEXT;
+    CREATE INDEX usage_ts ON usage(ts);
+    CREATE INDEX usage_key_ts ON usage(key_id, ts);
+    """,
+)
+SCHEMA_VERSION = len(MIGRATIONS)
+
+
+class StoreError(OcakError):
+    """The database cannot be opened or is newer than this ocak."""
+
+
+def database_path(data_dir: Path) -> Path:
+    return data_dir / DB_NAME
+
+
+class Database:
+    """A SQLite connection usable from several threads, one statement at a time."""
+
+    def __init__(self, conn: sqlite3.Connection, path: Path) -> None:
+        self.conn = conn
+        self.path = path
+        self.lock = threading.Lock()
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        """Run one statement (committed at once: autocommit) and return its rows."""
+        with self.lock:
+            return self.conn.execute(sql, params).fetchall()
+
+    def insert(self, sql: str, params: Sequence[Any] = ()) -> int:
+        with self.lock:
+            cur = self.conn.execute(sql, params)
+            return int(cur.lastrowid or 0)
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """Several statements committed together (``BEGIN IMMEDIATE``: writers queue here)."""
+        with self.lock:
+            self.conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield self.conn
+            except BaseException:
+                self.conn.execute("ROLLBACK")
+                raise
+            self.conn.execute("COMMIT")
+
+    def data_version(self) -> int:
+        """Changes whenever *another* connection commits (a key created by ``ocak keys``)."""
+        with self.lock:
+            row = self.conn.execute("PRAGMA data_version").fetchone()
+        return int(row[0])
+
+    def schema_version(self) -> int:
+        with self.lock:
+            return _user_version(self.conn)
+
+    def close(self) -> None:
+        """Checkpoint the WAL into the main file and close."""
+        with self.lock:
+            # Another process may hold a reader: then the WAL stays, nothing is lost.
+            with contextlib.suppress(sqlite3.Error):
+                self.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            self.conn.close()
+
+
+def _user_version(conn: sqlite3.Connection) -> int:
+    return int(conn.execute("PRAGMA user_version").fetchone()[0])
+
+
+def migrate(conn: sqlite3.Connection, path: Path, target: int = SCHEMA_VERSION) -> int:
+    """Apply the migrations the file lacks, each in its own transaction."""
+    version = _user_version(conn)
+    if version > SCHEMA_VERSION:
+        raise StoreError(
+            f"{path} has schema version {version}, newer than this ocak knows "
+            f"({SCHEMA_VERSION}); upgrade ocak or point OCAK_DATA_DIR elsewhere"
+        )
+    while version < target:
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            # Another process may have migrated while we waited for the lock.
+            if _user_version(conn) != version:
+                conn.execute("ROLLBACK")
+                version = _user_version(conn)
+                continue
+            for statement in _statements(MIGRATIONS[version]):
+                conn.execute(statement)
+            conn.execute(f"PRAGMA user_version = {version + 1}")
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        version += 1
+    return version
+
+
+def _statements(script: str) -> list[str]:
+    return [s.strip() for s in script.split(";") if s.strip()]
+
+
+def open_database(path: Path, *, migrate_to: int = SCHEMA_VERSION) -> Database:
+    """Open (creating) the database at ``path`` and bring its schema up to date."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=5.0)
+    except (OSError, sqlite3.Error) as exc:
+        raise StoreError(f"cannot open the database {path}: {exc}") from exc
+    try:
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=NORMAL")
+        conn.execute("PRAGMA busy_timeout=5000")
+        conn.execute("PRAGMA foreign_keys=ON")
+        migrate(conn, path, migrate_to)
+    except sqlite3.Error as exc:
+        conn.close()
+        raise StoreError(f"cannot use the database {path}: {exc}") from exc
+    except BaseException:
+        conn.close()
+        raise
+    return Database(conn, path)

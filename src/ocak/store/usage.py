@@ -1,0 +1,143 @@
+"""Usage records: one row per model request, and the summaries read from them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+
+from ocak.store.db import Database
+
+# Limits what a client can make ocak store: a model name is client input.
+MAX_TEXT = 200
+
+
+@dataclass(slots=True)
+class UsageRow:
+    """One request as stored (the fields issue 6 asks for, and the HTTP outcome)."""
+
+    ts: float
+    request_id: str
+    key_id: int | None
+    key_name: str | None
+    model: str | None
+    backend: str | None
+    locality: str | None
+    stream: bool
+    prompt_tokens: int
+    completion_tokens: int
+    ttft_ms: float | None
+    total_ms: float
+    status: str
+    http_status: int | None = None
+    error_code: str | None = None
+    finish_reason: str | None = None
+
+
+def _clip(value: str | None) -> str | None:
+    return None if value is None else value[:MAX_TEXT]
+
+
+_INSERT = (
+    "INSERT INTO usage (ts, request_id, key_id, key_name, model, backend, locality, stream,"
+    " prompt_tokens, completion_tokens, ttft_ms, total_ms, status, http_status, error_code,"
+    " finish_reason) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+
+
+def insert_usage(db: Database, row: UsageRow) -> None:
+    """Commit one record (autocommit: durable against a killed process when this returns)."""
+    db.insert(
+        _INSERT,
+        (
+            row.ts,
+            _clip(row.request_id),
+            row.key_id,
+            _clip(row.key_name),
+            _clip(row.model),
+            _clip(row.backend),
+            _clip(row.locality),
+            int(row.stream),
+            row.prompt_tokens,
+            row.completion_tokens,
+            row.ttft_ms,
+            row.total_ms,
+            row.status,
+            row.http_status,
+            _clip(row.error_code),
+            _clip(row.finish_reason),
+        ),
+    )
+
+
+def recent_usage(db: Database, limit: int = 100) -> list[UsageRow]:
+    rows = db.execute(
+        "SELECT ts, request_id, key_id, key_name, model, backend, locality, stream,"
+        " prompt_tokens, completion_tokens, ttft_ms, total_ms, status, http_status, error_code,"
+        " finish_reason FROM usage ORDER BY id DESC LIMIT ?",
+        (limit,),
+    )
+    names = [f.name for f in fields(UsageRow)]  # the SELECT above lists them in this order
+    return [UsageRow(**{**dict(zip(names, r, strict=True)), "stream": bool(r[7])}) for r in rows]
+
+
+def tokens_used(db: Database, key_id: int, since: float | None = None) -> int:
+    """Prompt plus completion tokens a key has used (since a time, when given)."""
+    rows = db.execute(
+        "SELECT COALESCE(SUM(prompt_tokens + completion_tokens), 0) FROM usage"
+        " WHERE key_id = ? AND ts >= ?",
+        (key_id, since if since is not None else float("-inf")),
+    )
+    return int(rows[0][0])
+
+
+GROUPS = {"key": "COALESCE(key_name, '(no key)')", "model": "model", "backend": "backend"}
+
+
+@dataclass(slots=True)
+class UsageSummary:
+    group: str
+    requests: int
+    completed: int
+    failed: int
+    cancelled: int
+    rejected: int
+    prompt_tokens: int
+    completion_tokens: int
+    avg_ttft_ms: float | None
+    avg_total_ms: float | None
+
+
+def summarize(db: Database, *, by: str = "model", since: float | None = None) -> list[UsageSummary]:
+    """Requests and tokens per key, model or backend since a time (default: all)."""
+    column = GROUPS[by]  # a fixed whitelist: never client text in SQL
+    rows = db.execute(
+        f"SELECT COALESCE({column}, '-') AS g, COUNT(*),"
+        " SUM(status = 'completed'), SUM(status = 'failed'), SUM(status = 'cancelled'),"
+        " SUM(status = 'rejected'), SUM(prompt_tokens), SUM(completion_tokens),"
+        " AVG(CASE WHEN status = 'completed' THEN ttft_ms END),"
+        " AVG(CASE WHEN status = 'completed' THEN total_ms END)"
+        " FROM usage WHERE ts >= ? GROUP BY g ORDER BY COUNT(*) DESC, g",
+        (since if since is not None else float("-inf"),),
+    )
+    return [
+        UsageSummary(
+            group=str(r[0]),
+            requests=int(r[1]),
+            completed=int(r[2] or 0),
+            failed=int(r[3] or 0),
+            cancelled=int(r[4] or 0),
+            rejected=int(r[5] or 0),
+            prompt_tokens=int(r[6] or 0),
+            completion_tokens=int(r[7] or 0),
+            avg_ttft_ms=r[8],
+            avg_total_ms=r[9],
+        )
+        for r in rows
+    ]
+
+
+def count_by_status(db: Database, since: float | None = None) -> dict[str, int]:
+    rows = db.execute(
+        "SELECT status, COUNT(*) FROM usage WHERE ts >= ? GROUP BY status",
+        (since if since is not None else float("-inf"),),
+    )
+    return {str(s): int(n) for s, n in rows}
