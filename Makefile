@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 export CMAKE_ARGS ?= -DLLAMA_BUILD_TOOLS=OFF -DLLAMA_BUILD_SERVER=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_CURL=OFF
 ARGS ?=
 
-.PHONY: serve test install dev lint typecheck bench clean
+.PHONY: serve test install dev lint typecheck bench clean proto
 
 $(BIN)/python:
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "error: $(PYTHON) not found (ocak needs Python 3.11+; set PYTHON=...)"; exit 1; }
@@ -33,6 +33,11 @@ serve: install
 # The whole suite. pytest exits 5 when no test was collected: not a failure here.
 test: dev
 	$(BIN)/python -m pytest $(ARGS); rc=$$?; if [ $$rc -eq 5 ]; then exit 0; fi; exit $$rc
+
+# Regenerate the gRPC code (src/ocak/grpc/v1) from proto/; commit the result.
+# tests/test_grpc_codegen.py fails when the committed code no longer matches.
+proto: dev
+	$(BIN)/python proto/generate.py
 
 lint: dev
 	$(BIN)/ruff check src tests bench
