@@ -42,7 +42,7 @@ def test_generated_modules_import_each_other_inside_the_package() -> None:
 
     # The proto keeps its own path in the descriptor pool (what reflection shows).
     assert ocak_pb2.DESCRIPTOR.name == "ocak/v1/ocak.proto"
-    assert ocak_pb2_grpc.ocak_dot_v1_dot_ocak__pb2 is ocak_pb2
+    assert vars(ocak_pb2_grpc)["ocak_dot_v1_dot_ocak__pb2"] is ocak_pb2
     text = (ROOT / "src/ocak/grpc/v1/ocak_pb2_grpc.py").read_text()
     assert "from . import ocak_pb2" in text
     assert "from ocak.v1" not in text

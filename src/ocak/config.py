@@ -34,6 +34,9 @@ class Settings(BaseSettings):
 
     host: str = Field("127.0.0.1", description="Address to listen on.")
     port: int = Field(8000, ge=0, le=65535, description="HTTP port (0 picks a free one).")
+    grpc_port: int | None = Field(
+        None, ge=0, le=65535, description="gRPC port on the same host (default: no gRPC)."
+    )
     model: Annotated[list[str], NoDecode] = Field(
         default_factory=lambda: ["default"],
         description="Models to serve: 'default', a GGUF path, a store name, or NAME=PATH.",

@@ -21,6 +21,9 @@ def serve(
     ),
     host: str = typer.Option(None, help="Address to listen on (default 127.0.0.1)."),
     port: int = typer.Option(None, help="HTTP port (default 8000)."),
+    grpc_port: int = typer.Option(
+        None, "--grpc-port", help="Also serve gRPC (ocak.v1) on this port, same host."
+    ),
     ctx_size: int = typer.Option(None, "--ctx-size", "-c", help="Context window per request."),
     threads: int = typer.Option(None, "--threads", "-t", help="CPU threads (default: all)."),
     parallel: int = typer.Option(None, "--parallel", "-np", help="Sequences decoded together."),
@@ -53,6 +56,7 @@ def serve(
             model=model or None,
             host=host,
             port=port,
+            grpc_port=grpc_port,
             ctx_size=ctx_size,
             threads=threads,
             parallel=parallel,

@@ -44,8 +44,19 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        grpc = None
+        if settings.grpc_port is not None:
+            from ocak.grpc.server import GrpcServer  # gRPC only when asked for
+
+            grpc = GrpcServer(
+                state, settings.host, settings.grpc_port, grace=settings.shutdown_timeout
+            )
+            await grpc.start()  # health NOT_SERVING until the models below are loaded
+
         async def load() -> None:
             await engines.load_all()
+            if grpc is not None:
+                await grpc.engines_changed()
             if not engines.ready and on_fatal is not None:
                 on_fatal("; ".join(f"{e.model_id}: {e.error}" for e in engines.failed))
 
@@ -54,6 +65,8 @@ def create_app(
             yield
         finally:
             loader.cancel()
+            if grpc is not None:
+                await grpc.stop()  # its streams end before the engines close
             await engines.close_all()
 
     app = FastAPI(

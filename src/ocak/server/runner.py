@@ -60,4 +60,6 @@ def run_server(settings: Settings, registry: EngineRegistry) -> int:
         server.run()
     finally:
         db.close()  # usage rows are committed per request; this checkpoints the WAL
+    if not server.started:  # startup failed (e.g. the gRPC port is taken): uvicorn logged why
+        exit_code = exit_code or 1
     return exit_code

@@ -1,0 +1,55 @@
+"""API keys at the gRPC edge: the same keys, checks and limits as HTTP.
+
+The hook is the app's key checker, ``AppState.auth`` (``ocak.server.auth``'s
+``Authenticator``, issue 6); a call's key is the bearer token of its
+``authorization: Bearer <key>`` metadata. Every call is authenticated first,
+``ListModels`` included (``AuthenticationError``: UNAUTHENTICATED when keys are
+on and the key is missing or wrong). A model call, once its parameters are
+valid, then passes what HTTP's ``admit`` checks: the key may use the model
+(``PermissionDenied``: PERMISSION_DENIED), the server's input caps
+(INVALID_ARGUMENT), and the key's limits (``RateLimited``: RESOURCE_EXHAUSTED
+with ``retry-after``). The key's name and id go on the call's record, so the
+usage row and the key's token charge come out as on HTTP.
+
+With no keys configured (and on loopback) the checker lets every call through.
+Health checking and reflection are never behind keys, as ``/health`` is not.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from ocak.server.admission import ModelRequest, check_input
+from ocak.server.state import AppState
+from ocak.server.tracking import RequestRecord
+from ocak.store.keys import KeyInfo
+
+
+def bearer_token(metadata: Iterable[tuple[str, Any]] | None) -> str | None:
+    """The key in ``authorization: Bearer <key>``; None when there is none."""
+    for name, value in metadata or ():
+        if name.lower() != "authorization":
+            continue
+        text = value.decode("latin-1") if isinstance(value, bytes) else str(value)
+        scheme, _, token = text.strip().partition(" ")
+        if scheme.lower() == "bearer" and token.strip():
+            return token.strip()
+        return None
+    return None
+
+
+def authenticate(state: AppState, token: str | None, record: RequestRecord) -> KeyInfo | None:
+    """The caller's key (None when keys are off); raises AuthenticationError."""
+    key = state.auth.authenticate(token)
+    if key is not None:
+        record.key_name, record.key_id = key.name, key.id
+    return key
+
+
+def admit(state: AppState, key: KeyInfo | None, body: ModelRequest) -> None:
+    """As HTTP's ``admit``: the key may use the model (403), the server's input caps
+    (400; a request without ``max_tokens`` gets the cap), the key's limits (429)."""
+    state.auth.permit(key, body.model)
+    check_input(state.settings, body)
+    state.auth.limit(key)
