@@ -31,12 +31,27 @@ def parse_duration(text: str) -> float:
     return float(match.group(1)) * _UNITS[match.group(2)]
 
 
+def format_duration(seconds: float) -> str:
+    for unit in "wdhm":
+        if seconds >= _UNITS[unit] and seconds % _UNITS[unit] == 0:
+            return f"{seconds / _UNITS[unit]:g}{unit}"
+    return f"{seconds:g}s"
+
+
 def open_store(config: Path | None) -> Database:
     try:
         settings = Settings.load(config)
         return open_database(database_path(settings.data_dir))
     except OcakError as exc:
         fail_on(exc, 2)
+
+
+def wide_console() -> Console:
+    """A console for tables: the terminal's width, or wide enough when piped."""
+    console = Console()
+    if not console.is_terminal:
+        console = Console(width=160)
+    return console
 
 
 def _when(ts: float | None) -> str:
@@ -99,14 +114,18 @@ def list_(
     db = open_store(config)
     try:
         keys = list_keys(db, include_revoked=all_)
-        table = Table("name", "prefix", "models", "locality", "rpm", "tpm", "budget", "used")
-        table.add_column("created")
+        table = Table()
+        for header in ("name", "prefix", "models", "locality"):
+            table.add_column(header, overflow="fold")
+        for header in ("rpm", "tpm", "budget", "tokens used"):
+            table.add_column(header, justify="right")
+        table.add_column("created", no_wrap=True)
         if all_:
-            table.add_column("revoked")
+            table.add_column("revoked", no_wrap=True)
         for k in keys:
             budget = _num(k.budget_tokens)
             if k.budget_tokens is not None and k.budget_period:
-                budget += f" / {k.budget_period / 86400:g}d"
+                budget += f" / {format_duration(k.budget_period)}"
             row = [
                 k.name,
                 k.prefix + "...",
@@ -126,7 +145,7 @@ def list_(
     if not keys:
         err_console.print("No API keys: the server answers on loopback without keys.")
         return
-    Console().print(table)
+    wide_console().print(table)
 
 
 @app.command("revoke")

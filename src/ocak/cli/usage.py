@@ -7,11 +7,10 @@ from datetime import datetime
 from pathlib import Path
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
 from ocak.cli.common import err_console, fail_on
-from ocak.cli.keys import CONFIG, open_store, parse_duration
+from ocak.cli.keys import CONFIG, open_store, parse_duration, wide_console
 from ocak.errors import InvalidRequest, OcakError
 from ocak.store.usage import GROUPS, summarize
 
@@ -55,20 +54,12 @@ def usage(
     if not rows:
         err_console.print("No usage records" + (f" since {since}." if since else "."))
         return
-    table = Table(
-        by,
-        "requests",
-        "completed",
-        "failed",
-        "cancelled",
-        "rejected",
-        "prompt tok",
-        "completion tok",
-        "avg ttft ms",
-        "avg total ms",
-        title="usage" + (f" since {since}" if since else ""),
-        show_footer=False,
-    )
+    table = Table(title="usage" + (f" since {since}" if since else ""))
+    table.add_column(by, overflow="fold")
+    for header in ("requests", "completed", "failed", "cancelled", "rejected"):
+        table.add_column(header, justify="right")
+    for header in ("prompt tokens", "completion tokens", "avg ttft ms", "avg total ms"):
+        table.add_column(header, justify="right")
     totals = [0] * 7
     for r in rows:
         counts = [
@@ -85,4 +76,4 @@ def usage(
     if len(rows) > 1:
         table.add_section()
         table.add_row("total", *(f"{n:,}" for n in totals), "", "", style="bold")
-    Console().print(table)
+    wide_console().print(table)

@@ -1,0 +1,154 @@
+"""A real server's life: records survive kill -9, SIGTERM drains streams and exits 0,
+and no keys means no listening beyond loopback."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import threading
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from helpers import ServerProcess
+from keys_helpers import create_key, usage_rows
+
+STORY = [{"role": "user", "content": "Write a long story about a dragon who learns to bake."}]
+
+
+def test_a_finished_requests_record_survives_kill_9(tmp_path: Path) -> None:
+    key = create_key(tmp_path, "k")
+    server = ServerProcess(
+        ["--ctx-size", "512", "--parallel", "2"], env={"OCAK_DATA_DIR": str(tmp_path)}
+    )
+    try:
+        server.wait_ready()
+        headers = {"Authorization": f"Bearer {key}"}
+        ids = []
+        for stream in (False, True):
+            with httpx.stream(
+                "POST",
+                f"{server.url}/v1/chat/completions",
+                json={"model": "default", "messages": STORY, "max_tokens": 8, "stream": stream},
+                headers=headers,
+                timeout=60,
+            ) as r:
+                body = r.read()
+                ids.append(r.headers["x-request-id"])
+            assert r.status_code == 200 and body
+        server.proc.send_signal(signal.SIGKILL)  # the moment the last response has ended
+        server.proc.wait()
+    finally:
+        server.stop()
+    assert server.proc.returncode == -signal.SIGKILL
+    for request_id in ids:
+        (row,) = usage_rows(tmp_path, request_id=request_id)
+        assert row["status"] == "completed" and row["key_name"] == "k"
+        assert row["completion_tokens"] > 0
+
+
+def test_sigterm_lets_streams_finish_records_them_and_exits_0(tmp_path: Path) -> None:
+    server = ServerProcess(
+        ["--ctx-size", "512", "--parallel", "2"], env={"OCAK_DATA_DIR": str(tmp_path)}
+    )
+    server.wait_ready()
+    got: dict[str, Any] = {}
+    first_chunk = threading.Event()
+
+    def stream() -> None:
+        lines: list[str] = []
+        with httpx.stream(
+            "POST",
+            f"{server.url}/v1/chat/completions",
+            json={
+                "model": "default",
+                "messages": STORY,
+                "max_tokens": 48,
+                "temperature": 0,
+                "stream": True,
+            },
+            timeout=120,
+        ) as r:
+            got["id"] = r.headers["x-request-id"]
+            for line in r.iter_lines():
+                if line:
+                    lines.append(line)
+                    first_chunk.set()
+        got["lines"] = lines
+
+    reader = threading.Thread(target=stream)
+    reader.start()
+    assert first_chunk.wait(60)
+    server.proc.send_signal(signal.SIGTERM)
+    reader.join(120)
+    code = server.stop(timeout=60)
+    assert code == 0, server.log()
+    lines = got["lines"]
+    assert lines[-1] == "data: [DONE]"
+    assert '"finish_reason":"length"' in lines[-2] or '"finish_reason":"stop"' in lines[-2]
+    (row,) = usage_rows(tmp_path, request_id=got["id"])
+    assert row["status"] == "completed" and row["completion_tokens"] > 1
+    # Nothing is listening any more.
+    with pytest.raises(httpx.ConnectError):
+        httpx.get(f"{server.url}/health/live", timeout=5)
+
+
+def test_past_the_shutdown_deadline_streams_are_cut_and_recorded_as_cancelled(
+    tmp_path: Path,
+) -> None:
+    server = ServerProcess(
+        ["--ctx-size", "512", "--parallel", "2", "--shutdown-timeout", "0"],
+        env={"OCAK_DATA_DIR": str(tmp_path)},
+    )
+    server.wait_ready()
+    got: dict[str, Any] = {"lines": []}
+    first_chunk = threading.Event()
+
+    def stream() -> None:
+        try:
+            with httpx.stream(
+                "POST",
+                f"{server.url}/v1/completions",
+                json={
+                    "model": "default",
+                    "prompt": "Once upon a time",
+                    "max_tokens": 400,
+                    "temperature": 0,
+                    "stream": True,
+                },
+                timeout=120,
+            ) as r:
+                got["id"] = r.headers["x-request-id"]
+                for line in r.iter_lines():
+                    got["lines"].append(line)
+                    first_chunk.set()
+        except httpx.HTTPError as exc:
+            got["error"] = exc
+
+    reader = threading.Thread(target=stream)
+    reader.start()
+    assert first_chunk.wait(60)
+    server.proc.send_signal(signal.SIGTERM)
+    reader.join(120)
+    assert server.stop(timeout=60) == 0, server.log()
+    assert "data: [DONE]" not in got["lines"]
+    (row,) = usage_rows(tmp_path, request_id=got["id"])
+    assert row["status"] == "cancelled"
+    assert row["completion_tokens"] < 400
+
+
+def test_no_keys_means_no_listening_beyond_loopback(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "ocak", "serve", "--host", "0.0.0.0", "--port", "0"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={"OCAK_DATA_DIR": str(tmp_path), "PATH": "/usr/bin:/bin", "COLUMNS": "300"},
+    )
+    assert result.returncode == 2
+    message = " ".join(result.stderr.split())
+    assert "refusing to listen on 0.0.0.0 with no API keys" in message
+    assert "--allow-no-keys" in message
