@@ -6,10 +6,13 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from ocak.cli.convert import convert
 from ocak.config import Settings
+from ocak.models.source import stored_quantization
 from ocak.models.store import available
 
 app = typer.Typer(help="Manage models.", no_args_is_help=True)
+app.command("convert")(convert)
 
 
 def _size(path_size: int) -> str:
@@ -29,8 +32,9 @@ def _disk_size(path: object) -> int:
 def list_models() -> None:
     """Models available without a download: the embedded default and the store."""
     settings = Settings.load()
-    table = Table("id", "engine", "size", "path")
+    table = Table("id", "engine", "quantization", "size", "path")
     for spec in available(settings.model_dir):
-        table.add_row(spec.id, spec.engine, _size(_disk_size(spec.path)), str(spec.path))
+        quant = stored_quantization(spec.path, spec.engine) or "?"
+        table.add_row(spec.id, spec.engine, quant, _size(_disk_size(spec.path)), str(spec.path))
     Console().print(table)
     Console(stderr=True).print(f"model store: {settings.model_dir}", highlight=False)

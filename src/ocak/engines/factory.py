@@ -32,6 +32,10 @@ def engine_for(spec: ModelSpec, settings: Settings) -> Engine:
             queue_timeout=settings.queue_timeout,
             prefill_chunk=settings.prefill_chunk,
         )
+    if spec.engine == "ctranslate2":
+        from ocak.engines.ctranslate2.engine import engine_from_settings
+
+        return engine_from_settings(spec.id, spec.path, settings)
     raise ModelSpecError(f"no engine can serve {spec.path} (kind {spec.engine})")
 
 
