@@ -21,7 +21,7 @@ from ocak.config import Settings
 from ocak.engines.registry import EngineRegistry
 from ocak.server import errors, services
 from ocak.server.middleware import AssumeJson
-from ocak.server.routes import chat, completions, health, models
+from ocak.server.routes import characters, chat, completions, health, models
 from ocak.server.state import AppState
 from ocak.server.tracking import RequestTracking, Sink
 from ocak.store.db import Database
@@ -82,6 +82,6 @@ def create_app(
     services.install(app, state, db)
     # Outermost: sees every request, including ones other middleware refuse.
     app.add_middleware(RequestTracking, sinks=state.sinks)
-    for module in (chat, completions, models, health):
+    for module in (chat, completions, models, health, characters):
         app.include_router(module.router)
     return app

@@ -1,0 +1,577 @@
+"""The character engine: sessions and turns over the store and the serving models.
+
+A turn is one async stream of ``TurnEvent``s (the HTTP route sends it as SSE
+or collects it into JSON, the same path either way):
+
+    Speaking          the speaker is chosen and its model has accepted the request
+    TextPiece ...     speakable text as it is generated (stage directions removed)
+    Reset             the attempt was invalid; discard the text, a retry follows
+    Generated ...     usage of each model call (for usage records)
+    TurnDone          the packet, after the exchange has been committed
+
+Turns of one session run one at a time (a per-session lock). The exchange (the
+input line and the packet) is committed before ``TurnDone`` is yielded, so an
+acknowledged turn is never lost; a turn that fails or is abandoned stores
+nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+import weakref
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from ocak.characters import prompt as P
+from ocak.characters.api import (
+    ActionOut,
+    EmotionOut,
+    Recorded,
+    RelationshipOut,
+    SessionOut,
+    TurnOut,
+    TurnUsage,
+    TurnView,
+)
+from ocak.characters.cards import Character
+from ocak.characters.directions import StageFilter, TextFieldStream, split_directions
+from ocak.characters.lorebook import activate
+from ocak.characters.packet import (
+    NoValidPacket,
+    PacketError,
+    ParsedPacket,
+    packet_token_bound,
+    parse_packet,
+    wire_schema,
+)
+from ocak.characters.serving import ModelResolver, ServingModel
+from ocak.characters.settings import CharacterSettings
+from ocak.characters.turns import choose_speaker
+from ocak.errors import ContextLengthExceeded, NotFound, OcakError
+from ocak.protocol.generation import (
+    Constraint,
+    Finished,
+    FinishReason,
+    GenerationEvent,
+    GenerationRequest,
+    TextDelta,
+    Usage,
+)
+from ocak.store import characters as store
+from ocak.store.db import Database
+
+ATTEMPTS = 2  # one try and one retry
+
+
+@dataclass(frozen=True, slots=True)
+class TurnInput:
+    text: str | None = None
+    event: str | None = None
+    character: str | None = None
+    respond: bool = True
+    temperature: float | None = None
+    seed: int | None = None
+    request_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Speaking:
+    character: str
+    name: str
+    model: ServingModel
+
+
+@dataclass(frozen=True, slots=True)
+class TextPiece:
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class Reset:
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Generated:
+    usage: Usage
+    reason: FinishReason
+
+
+@dataclass(frozen=True, slots=True)
+class TurnDone:
+    turn: TurnOut | Recorded
+
+
+TurnEvent = Speaking | TextPiece | Reset | Generated | TurnDone
+
+
+@dataclass(slots=True)
+class _Attempt:
+    raw: list[str] = field(default_factory=list)
+    streamed: list[str] = field(default_factory=list)
+    finished: Finished | None = None
+
+
+def _lines(inp: TurnInput, addressed: str | None, player: str) -> list[store.NewTurn]:
+    out = []
+    if inp.event:
+        out.append(store.NewTurn("event", inp.event, memory=f"Event: {inp.event}"))
+    if inp.text:
+        out.append(
+            store.NewTurn("player", inp.text, addressed=addressed, memory=f"{player}: {inp.text}")
+        )
+    return out
+
+
+def _as_line(turn: store.TurnRow | store.NewTurn) -> P.Line:
+    return P.Line(turn.kind, turn.text, turn.speaker, turn.addressed, turn.packet)
+
+
+class CharacterService:
+    def __init__(
+        self,
+        db: Database,
+        resolve: ModelResolver,
+        settings: CharacterSettings | None = None,
+    ) -> None:
+        self.db = db
+        self.resolve = resolve
+        self.settings = settings or CharacterSettings()
+        self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
+
+    # -- cards ------------------------------------------------------------------
+
+    def card(self, character_id: str) -> Character:
+        card = store.get_character(self.db, character_id)
+        if card is None:
+            raise NotFound(f"No character '{character_id}'.", param="character")
+        return card
+
+    # -- sessions ---------------------------------------------------------------
+
+    def create_session(
+        self,
+        player_id: str,
+        characters: list[str],
+        *,
+        player_name: str | None = None,
+        scene: str = "",
+        greet: bool = True,
+    ) -> SessionOut:
+        cards = [self.card(c) for c in dict.fromkeys(characters)]
+        session_id = f"sess_{uuid.uuid4().hex[:24]}"
+        name = player_name or player_id
+        store.create_session(self.db, session_id, player_id, name, scene, [c.id for c in cards])
+        session = store.get_session(self.db, session_id)
+        assert session is not None
+        greetings = [self._greeting(c, name) for c in cards if greet and c.greeting]
+        if greetings:
+            store.add_turns(self.db, session, greetings)
+        return self.session(session_id)
+
+    def _greeting(self, card: Character, player: str) -> store.NewTurn:
+        assert card.greeting is not None
+        spoken, directions = split_directions(P.fill(card.greeting, player))
+        if len(spoken) > card.text_max_chars:
+            spoken = spoken[: card.text_max_chars].rsplit(" ", 1)[0]
+        emotion = "neutral" if "neutral" in card.emotions else card.emotions[0]
+        packet = ParsedPacket(spoken, " ".join(directions)[:120], emotion, 0.3, [], {})
+        return store.NewTurn(
+            "character",
+            spoken,
+            speaker=card.id,
+            packet=self._stored(packet),
+            memory=f"{card.name}: {spoken}",
+        )
+
+    def _session_row(self, session_id: str) -> store.SessionRow:
+        session = store.get_session(self.db, session_id)
+        if session is None:
+            raise NotFound(f"No session '{session_id}'.", param="session_id")
+        return session
+
+    def session(self, session_id: str) -> SessionOut:
+        session = self._session_row(session_id)
+        members = store.active_members(self.db, session_id)
+        relationships = {
+            c: RelationshipOut.of(store.get_relationship(self.db, c, session.player_id))
+            for c in members
+        }
+        summaries = {}
+        for c in members:
+            found = store.latest_summary(self.db, session_id, c)
+            if found:
+                summaries[c] = found[1]
+        return SessionOut(
+            id=session.id,
+            player_id=session.player_id,
+            player_name=session.player_name,
+            scene=session.scene,
+            characters=members,
+            created_at=session.created_at,
+            turns=[self._view(t) for t in store.session_turns(self.db, session_id)],
+            relationships=relationships,
+            summaries=summaries,
+        )
+
+    @staticmethod
+    def _view(turn: store.TurnRow) -> TurnView:
+        p = turn.packet or {}
+        return TurnView(
+            seq=turn.seq,
+            kind=turn.kind,
+            speaker=turn.speaker,
+            addressed=turn.addressed,
+            text=turn.text,
+            narration=p.get("narration"),
+            emotion=EmotionOut(**p["emotion"]) if "emotion" in p else None,
+            actions=[ActionOut(**a) for a in p["actions"]] if "actions" in p else None,
+            created_at=turn.created_at,
+        )
+
+    def _lock(self, session_id: str) -> asyncio.Lock:
+        lock = self._locks.get(session_id)
+        if lock is None:
+            lock = asyncio.Lock()
+            self._locks[session_id] = lock
+        return lock
+
+    async def membership(self, session_id: str, character_id: str, *, join: bool) -> SessionOut:
+        session = self._session_row(session_id)
+        async with self._lock(session_id):
+            members = store.active_members(self.db, session_id)
+            if join:
+                card = self.card(character_id)
+                if character_id not in members:
+                    store.add_turns(self.db, session, [store.NewTurn("join", "", card.id)])
+            else:
+                if character_id not in members:
+                    raise NotFound(
+                        f"The character '{character_id}' is not in this session.",
+                        param="character",
+                    )
+                store.add_turns(self.db, session, [store.NewTurn("leave", "", character_id)])
+        return self.session(session_id)
+
+    # -- turns ------------------------------------------------------------------
+
+    async def turn(
+        self,
+        session_id: str,
+        inp: TurnInput,
+        *,
+        authorize: Callable[[str], None] | None = None,
+    ) -> AsyncGenerator[TurnEvent, None]:
+        """Run one turn; see the module docstring for the events."""
+        session = self._session_row(session_id)
+        async with self._lock(session_id):
+            ids = store.active_members(self.db, session_id)
+            members = [c for c in (store.get_character(self.db, i) for i in ids) if c is not None]
+            if not inp.respond:
+                seqs = store.add_turns(
+                    self.db,
+                    session,
+                    _lines(inp, inp.character, session.player_name),
+                    request_id=inp.request_id,
+                )
+                yield TurnDone(Recorded(session_id=session_id, seq=seqs[-1]))
+                return
+            text = " ".join(t for t in (inp.text, inp.event) if t)
+            speaker = choose_speaker(
+                members,
+                text,
+                explicit=inp.character,
+                last_spoke=store.last_spoke(self.db, session_id),
+            )
+            if authorize is not None:
+                authorize(speaker.model)
+            model = self.resolve(speaker.model)
+            new = _lines(inp, speaker.id, session.player_name)
+            async for event in self._generate(session, speaker, members, new, model, inp):
+                yield event
+
+    async def _generate(
+        self,
+        session: store.SessionRow,
+        card: Character,
+        members: list[Character],
+        new: list[store.NewTurn],
+        model: ServingModel,
+        inp: TurnInput,
+    ) -> AsyncIterator[TurnEvent]:
+        bound = packet_token_bound(card)
+        room = model.context_length - bound
+        budget = self.settings.history_budget
+        parts: P.PromptParts | None = None
+        for fold_all in (False, True):
+            async for usage_event in self._fold(
+                session, card, members, model, 0 if fold_all else budget
+            ):
+                yield usage_event
+            parts = self._parts(session, card, members, new, model)
+            if self._estimate(model, P.build_messages(parts)) <= room:
+                break
+        assert parts is not None
+        messages = P.build_messages(parts)
+        estimate = self._estimate(model, messages)
+        if estimate > room:
+            raise ContextLengthExceeded(
+                prompt_tokens=estimate, max_tokens=bound, context=model.context_length
+            )
+        constraint = Constraint("json", wire_schema(card))
+        temperature = card.temperature if inp.temperature is None else inp.temperature
+        totals = TurnUsage()
+        packet: ParsedPacket | None = None
+        problem = ""
+        for attempt in range(ATTEMPTS):
+            request = GenerationRequest(
+                model=model.model_id,
+                messages=messages,
+                max_tokens=bound,
+                temperature=temperature,
+                seed=None if inp.seed is None else inp.seed + attempt,
+                constraint=constraint,
+            )
+            events = model.generate(request)
+            try:
+                first = await anext(events)  # admission errors raise here, before Speaking
+            except BaseException:
+                await _aclose(events)
+                raise
+            if attempt == 0:
+                yield Speaking(card.id, card.name, model)
+            state = _Attempt()
+            async for piece in self._stream(first, events, state):
+                yield piece
+            assert state.finished is not None
+            usage = state.finished.usage
+            totals.prompt_tokens += usage.prompt_tokens
+            totals.completion_tokens += usage.completion_tokens
+            totals.cached_tokens += usage.cached_tokens
+            totals.attempts += 1
+            yield Generated(usage, state.finished.reason)
+            try:
+                if state.finished.reason == "length":
+                    raise PacketError(f"the packet did not complete within {bound} tokens")
+                if state.finished.reason != "stop":
+                    raise PacketError(f"generation ended with '{state.finished.reason}'")
+                packet = parse_packet("".join(state.raw), card)
+            except PacketError as exc:
+                problem = str(exc)
+                if attempt + 1 < ATTEMPTS and state.streamed:
+                    yield Reset(problem)
+                continue
+            streamed = "".join(state.streamed)
+            if packet.text != streamed:
+                if packet.text.startswith(streamed):
+                    yield TextPiece(packet.text[len(streamed) :])
+                else:  # cannot happen with text first; a provider may order keys otherwise
+                    if streamed:
+                        yield Reset("text re-sent whole")
+                    yield TextPiece(packet.text)
+            break
+        if packet is None:
+            raise NoValidPacket(
+                f"The model '{model.model_id}' produced no valid packet for {card.name} "
+                f"after {ATTEMPTS} attempts: {problem}."
+            )
+        yield TurnDone(self._commit(session, card, new, packet, parts, model, totals, inp))
+
+    @staticmethod
+    async def _stream(
+        first: GenerationEvent, rest: AsyncIterator[GenerationEvent], state: _Attempt
+    ) -> AsyncIterator[TextPiece]:
+        text_field = TextFieldStream()
+        stage = StageFilter()
+
+        def take(event: GenerationEvent) -> str:
+            if isinstance(event, Finished):
+                state.finished = event
+                return ""
+            if not isinstance(event, TextDelta):  # no tools are offered: nothing else comes
+                return ""
+            state.raw.append(event.text)
+            return stage.feed(text_field.feed(event.text))
+
+        try:
+            piece = take(first)
+            if piece:
+                state.streamed.append(piece)
+                yield TextPiece(piece)
+            if state.finished is None:
+                async for event in rest:
+                    piece = take(event)
+                    if piece:
+                        state.streamed.append(piece)
+                        yield TextPiece(piece)
+                    if state.finished is not None:
+                        break
+        finally:
+            await _aclose(rest)
+        if state.finished is None:
+            raise OcakError("the engine ended a generation without a finish event")
+
+    def _stored(self, packet: ParsedPacket) -> dict[str, Any]:
+        return {
+            "narration": packet.narration,
+            "emotion": {"label": packet.emotion, "strength": packet.strength},
+            "actions": packet.actions,
+            "change": packet.change,
+            "wire": packet.wire(),
+        }
+
+    def _commit(
+        self,
+        session: store.SessionRow,
+        card: Character,
+        new: list[store.NewTurn],
+        packet: ParsedPacket,
+        parts: P.PromptParts,
+        model: ServingModel,
+        usage: TurnUsage,
+        inp: TurnInput,
+    ) -> TurnOut:
+        relationship = store.get_relationship(self.db, card.id, session.player_id)
+        applied = relationship.apply(dict(packet.change))
+        reply = store.NewTurn(
+            "character",
+            packet.text,
+            speaker=card.id,
+            packet=self._stored(packet),
+            memory=f"{card.name}: {packet.text}" if packet.text else None,
+        )
+        seqs = store.add_turns(
+            self.db,
+            session,
+            [*new, reply],
+            relationship=(card.id, relationship),
+            request_id=inp.request_id,
+        )
+        return TurnOut(
+            session_id=session.id,
+            seq=seqs[-1],
+            character=card.id,
+            name=card.name,
+            text=packet.text,
+            narration=packet.narration,
+            emotion=EmotionOut(label=packet.emotion, strength=packet.strength),
+            actions=[ActionOut(**a) for a in packet.actions],
+            relationship=RelationshipOut.of(relationship, applied),
+            memories=list(parts.memories),
+            lore=[e.name for e in parts.lore],
+            model=model.model_id,
+            usage=usage,
+        )
+
+    # -- prompt parts and memory ------------------------------------------------
+
+    def _parts(
+        self,
+        session: store.SessionRow,
+        card: Character,
+        members: list[Character],
+        new: list[store.NewTurn],
+        model: ServingModel,
+    ) -> P.PromptParts:
+        summary = store.latest_summary(self.db, session.id, card.id)
+        upto = summary[0] if summary else 0
+        history = [_as_line(t) for t in store.witnessed(self.db, session.id, card.id, after=upto)]
+        new_lines = [_as_line(t) for t in new]
+        names = {c.id: c.name for c in members}
+        names[card.id] = card.name
+        parts = P.PromptParts(
+            card=card,
+            player=session.player_name,
+            scene=session.scene,
+            summary=summary[1] if summary else None,
+            history=history,
+            new=new_lines,
+            present=[c.name for c in members if c.id != card.id],
+            relationship=store.get_relationship(self.db, card.id, session.player_id),
+            names=names,
+        )
+        recent = [P.render_line(line, parts)[1] for line in [*history, *new_lines]]
+        parts.lore = activate(
+            card.lorebook, recent, model.count_tokens, budget=self.settings.lore_budget
+        )
+        query = " ".join(line.text for line in new_lines)
+        if self.settings.recall_limit and query.strip():
+            found = store.recall(
+                self.db,
+                card.id,
+                session.player_id,
+                query,
+                exclude_session=session.id,
+                exclude_after=upto,
+                limit=self.settings.recall_limit + 1,
+            )
+            parts.memories = [m for m in found if m != parts.summary][: self.settings.recall_limit]
+        return parts
+
+    @staticmethod
+    def _estimate(model: ServingModel, messages: list[Any]) -> int:
+        """Prompt tokens, counted per message plus the template's few tokens per message."""
+        return sum(model.count_tokens(m.content) + 8 for m in messages) + 16
+
+    async def _fold(
+        self,
+        session: store.SessionRow,
+        card: Character,
+        members: list[Character],
+        model: ServingModel,
+        budget: int,
+    ) -> AsyncIterator[Generated]:
+        """Summarize the oldest verbatim turns when they pass ``budget`` tokens."""
+        summary = store.latest_summary(self.db, session.id, card.id)
+        upto = summary[0] if summary else 0
+        turns = store.witnessed(self.db, session.id, card.id, after=upto)
+        if not turns:
+            return
+        parts = P.PromptParts(
+            card=card,
+            player=session.player_name,
+            names={c.id: c.name for c in [*members, card]},
+        )
+        lines = [_as_line(t) for t in turns]
+        sizes = [model.count_tokens(P.render_line(line, parts)[1]) + 4 for line in lines]
+        if sum(sizes) <= budget:
+            return
+        keep, cut = 0, len(lines)
+        for i in range(len(lines) - 1, -1, -1):
+            if keep + sizes[i] > budget // 2:
+                break
+            keep += sizes[i]
+            cut = i
+        if cut == 0:
+            return
+        folded = lines[:cut]
+        messages = P.summary_messages(
+            card, session.player_name, summary[1] if summary else None, folded, parts
+        )
+        request = GenerationRequest(
+            model=model.model_id,
+            messages=messages,
+            max_tokens=self.settings.summary_tokens,
+            temperature=0.2,
+        )
+        pieces: list[str] = []
+        finished: Finished | None = None
+        async for event in model.generate(request):
+            if isinstance(event, TextDelta):
+                pieces.append(event.text)
+            elif isinstance(event, Finished):
+                finished = event
+        if finished is not None:
+            yield Generated(finished.usage, finished.reason)
+        text = " ".join("".join(pieces).split())
+        if not text:  # keep the facts even when the model gives no summary
+            text = " ".join(P.render_line(line, parts)[1] for line in folded)[-600:]
+        store.add_summary(self.db, session, card.id, turns[cut - 1].seq, text)
+
+
+async def _aclose(events: AsyncIterator[Any]) -> None:
+    close = getattr(events, "aclose", None)
+    if close is not None:
+        await close()

@@ -1,0 +1,278 @@
+"""Characters API: cards (``/v1/characters``), sessions and turns (``/v1/sessions``).
+
+The character service (its own SQLite file in the data folder) is opened on
+first use and kept in ``app.state``. A turn is the service's event stream,
+sent as SSE (``stream: true``) or collected into the JSON packet. Each turn
+fills the request record like a chat completion does, so usage records,
+limits and metrics cover character turns.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncGenerator, AsyncIterator
+from typing import Any
+
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import StreamingResponse
+
+from ocak.characters.api import (
+    CharacterList,
+    CreateSession,
+    Deleted,
+    JoinRequest,
+    MessageIn,
+    Recorded,
+    SessionOut,
+    TurnOut,
+)
+from ocak.characters.cards import Character, card_from_data, parse_card_bytes
+from ocak.characters.service import (
+    CharacterService,
+    Generated,
+    Reset,
+    Speaking,
+    TextPiece,
+    TurnDone,
+    TurnEvent,
+    TurnInput,
+)
+from ocak.characters.serving import local_resolver
+from ocak.characters.tavern import TavernCardV2
+from ocak.errors import NotFound, OcakError
+from ocak.protocol.openai import ErrorResponse
+from ocak.server.auth import get_key
+from ocak.server.state import get_state
+from ocak.server.streaming import SSE_HEADERS, unless_disconnected
+from ocak.server.tracking import RequestRecord, get_record
+from ocak.store import characters as store
+
+router = APIRouter(tags=["characters"])
+
+ERRORS: dict[int | str, dict[str, Any]] = {
+    code: {"model": ErrorResponse} for code in (400, 401, 403, 404, 413, 429, 500, 502, 503)
+}
+SERVICE_KEY = "characters"
+
+
+def get_service(request: Request) -> CharacterService:
+    state = get_state(request)
+    service = state.extras.get(SERVICE_KEY)
+    if service is None:
+        db = store.open_characters_db(state.settings.data_dir)
+        service = CharacterService(db, local_resolver(state.engines))
+        state.extras[SERVICE_KEY] = service
+    assert isinstance(service, CharacterService)
+    return service
+
+
+# -- cards -------------------------------------------------------------------------
+
+
+@router.post("/v1/characters", response_model=Character, responses=ERRORS, status_code=201)
+async def add_character(body: Character | TavernCardV2, request: Request) -> Character:
+    """Add or replace a character: ocak's card, or a SillyTavern ``chara_card_v2``."""
+    card = body if isinstance(body, Character) else card_from_data(body.model_dump())
+    store.put_character(get_service(request).db, card)
+    return card
+
+
+@router.post(
+    "/v1/characters/import",
+    response_model=Character,
+    responses=ERRORS,
+    status_code=201,
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {
+                "image/png": {"schema": {"type": "string", "format": "binary"}},
+                "application/json": {"schema": {"type": "object"}},
+                "application/yaml": {"schema": {"type": "string"}},
+            },
+        }
+    },
+)
+async def import_character(
+    request: Request,
+    id: str | None = Query(None, description="Id for the character (default: from its name)."),
+) -> Character:
+    """Add a character from a file's bytes: a SillyTavern PNG or JSON card, or ocak YAML/JSON."""
+    kind = request.headers.get("content-type", "")
+    name = "card.png" if "png" in kind else "card.json" if "json" in kind else "card"
+    card = parse_card_bytes(await request.body(), filename=name, card_id=id)
+    store.put_character(get_service(request).db, card)
+    return card
+
+
+@router.get("/v1/characters", response_model=CharacterList, responses=ERRORS)
+async def list_characters(request: Request) -> CharacterList:
+    return CharacterList(data=store.list_characters(get_service(request).db))
+
+
+@router.get("/v1/characters/{character_id}", response_model=Character, responses=ERRORS)
+async def get_character(character_id: str, request: Request) -> Character:
+    return get_service(request).card(character_id)
+
+
+@router.delete("/v1/characters/{character_id}", response_model=Deleted, responses=ERRORS)
+async def delete_character(character_id: str, request: Request) -> Deleted:
+    """Delete a character with its memories and relationships (session transcripts stay)."""
+    if not store.delete_character(get_service(request).db, character_id):
+        raise NotFound(f"No character '{character_id}'.", param="character_id")
+    return Deleted(id=character_id)
+
+
+# -- sessions ----------------------------------------------------------------------
+
+
+@router.post("/v1/sessions", response_model=SessionOut, responses=ERRORS, status_code=201)
+async def create_session(body: CreateSession, request: Request) -> SessionOut:
+    """Start a session of one player with one or more characters."""
+    return get_service(request).create_session(
+        body.player_id,
+        body.characters,
+        player_name=body.player_name,
+        scene=body.scene,
+        greet=body.greet,
+    )
+
+
+@router.get("/v1/sessions/{session_id}", response_model=SessionOut, responses=ERRORS)
+async def get_session(session_id: str, request: Request) -> SessionOut:
+    return get_service(request).session(session_id)
+
+
+@router.post("/v1/sessions/{session_id}/members", response_model=SessionOut, responses=ERRORS)
+async def join_session(session_id: str, body: JoinRequest, request: Request) -> SessionOut:
+    """A character joins; it witnesses (and remembers) only what is said from now on."""
+    return await get_service(request).membership(session_id, body.character, join=True)
+
+
+@router.delete(
+    "/v1/sessions/{session_id}/members/{character_id}", response_model=SessionOut, responses=ERRORS
+)
+async def leave_session(session_id: str, character_id: str, request: Request) -> SessionOut:
+    return await get_service(request).membership(session_id, character_id, join=False)
+
+
+@router.post(
+    "/v1/sessions/{session_id}/messages",
+    response_model=TurnOut | Recorded,
+    responses={
+        **ERRORS,
+        200: {
+            "description": "The character's packet; with `stream: true`, server-sent events: "
+            "`speaker`, `text` deltas (a `reset` discards the text so far), then `narration`, "
+            "`emotion`, `actions`, `relationship`, and `done` with the whole turn.",
+            "content": {"text/event-stream": {"schema": {"type": "string"}}},
+        },
+    },
+)
+async def post_message(session_id: str, body: MessageIn, request: Request) -> Any:
+    """Say something (or post a game event) in a session; a character answers with a packet."""
+    state = get_state(request)
+    record = get_record(request)
+    record.stream = body.stream
+    key = get_key(request)
+
+    def authorize(model: str) -> None:
+        record.model = model
+        state.auth.permit(key, model)
+        state.auth.limit(key)
+
+    inp = TurnInput(
+        text=body.text,
+        event=body.event,
+        character=body.character,
+        respond=body.respond,
+        temperature=body.temperature,
+        seed=body.seed,
+        request_id=record.request_id,
+    )
+    events = _tracked(get_service(request).turn(session_id, inp, authorize=authorize), record)
+    try:
+        first = await anext(events)  # 4xx/5xx before any byte: unknown session, queue full...
+    except StopAsyncIteration as exc:  # pragma: no cover - the service always ends with done
+        raise OcakError("the turn ended without a result") from exc
+    if body.stream:
+        return StreamingResponse(
+            _frames(first, events), media_type="text/event-stream", headers=SSE_HEADERS
+        )
+    return await unless_disconnected(request, _collect(first, events))
+
+
+async def _tracked(
+    events: AsyncGenerator[TurnEvent, None], record: RequestRecord
+) -> AsyncGenerator[TurnEvent, None]:
+    """Fill the request record from a turn's events (backend, first text, tokens)."""
+    try:
+        async for event in events:
+            if isinstance(event, Speaking):
+                record.backend = event.model.backend
+                record.locality = event.model.locality
+            elif isinstance(event, TextPiece):
+                record.first_token()
+            elif isinstance(event, Generated):
+                record.prompt_tokens += event.usage.prompt_tokens
+                record.completion_tokens += event.usage.completion_tokens
+                record.finish_reason = event.reason
+            elif isinstance(event, TurnDone):
+                record.first_token()
+            yield event
+    except OcakError as exc:
+        record.fail(exc.status, exc.code)
+        raise
+    finally:
+        await events.aclose()
+
+
+async def _collect(first: TurnEvent, events: AsyncGenerator[TurnEvent, None]) -> TurnOut | Recorded:
+    try:
+        event: TurnEvent = first
+        while not isinstance(event, TurnDone):
+            event = await anext(events)
+        return event.turn
+    finally:
+        await events.aclose()
+
+
+def _frame(kind: str, payload: dict[str, Any]) -> bytes:
+    data = json.dumps({"type": kind, **payload}, ensure_ascii=False, separators=(",", ":"))
+    return f"event: {kind}\ndata: {data}\n\n".encode()
+
+
+def _turn_frames(event: TurnEvent) -> list[bytes]:
+    if isinstance(event, Speaking):
+        return [_frame("speaker", {"character": event.character, "name": event.name})]
+    if isinstance(event, TextPiece):
+        return [_frame("text", {"delta": event.text})]
+    if isinstance(event, Reset):
+        return [_frame("reset", {"reason": event.reason})]
+    if isinstance(event, TurnDone):
+        turn = event.turn
+        if isinstance(turn, Recorded):
+            return [_frame("done", {"turn": turn.model_dump()})]
+        return [
+            _frame("narration", {"narration": turn.narration}),
+            _frame("emotion", {"emotion": turn.emotion.model_dump()}),
+            _frame("actions", {"actions": [a.model_dump() for a in turn.actions]}),
+            _frame("relationship", {"relationship": turn.relationship.model_dump()}),
+            _frame("done", {"turn": turn.model_dump()}),
+        ]
+    return []
+
+
+async def _frames(
+    first: TurnEvent, events: AsyncGenerator[TurnEvent, None]
+) -> AsyncIterator[bytes]:
+    try:
+        for frame in _turn_frames(first):
+            yield frame
+        async for event in events:
+            for frame in _turn_frames(event):
+                yield frame
+    except OcakError as exc:
+        yield _frame("error", exc.to_dict())
+    finally:
+        await events.aclose()
