@@ -169,7 +169,7 @@ class Character(BaseModel):
     )
     greeting: str | None = Field(None, max_length=4000, description="First line of a session.")
     lorebook: Lorebook | None = None
-    text_max_chars: int = Field(300, ge=20, le=2000, description="Longest spoken text.")
+    text_max_chars: int = Field(200, ge=20, le=2000, description="Longest spoken text.")
     temperature: float = Field(0.8, ge=0.0, le=2.0)
 
     _lists = field_validator("knowledge", "goals", mode="before")(_as_list)

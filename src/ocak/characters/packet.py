@@ -27,7 +27,7 @@ from ocak.characters.directions import split_directions
 from ocak.characters.relationship import MAX_STEP
 from ocak.errors import OcakError
 
-NARRATION_MAX = 120
+NARRATION_MAX = 100
 MAX_ACTIONS = 2
 STRENGTH_MAX = 10
 DEFAULT_STRING_MAX = 60

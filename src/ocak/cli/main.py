@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from ocak.cli import keys, models, serve, talk, usage
+from ocak.cli import characters, keys, models, serve, talk, usage
 
 app = typer.Typer(
     name="ocak",
@@ -19,6 +19,7 @@ app.command("chat")(talk.chat)
 app.add_typer(models.app, name="models")
 app.add_typer(keys.app, name="keys")
 app.command("usage")(usage.usage)
+app.add_typer(characters.app, name="characters")
 
 
 def main() -> None:  # pragma: no cover - console entry point

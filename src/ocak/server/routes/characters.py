@@ -98,9 +98,9 @@ async def import_character(
     id: str | None = Query(None, description="Id for the character (default: from its name)."),
 ) -> Character:
     """Add a character from a file's bytes: a SillyTavern PNG or JSON card, or ocak YAML/JSON."""
-    kind = request.headers.get("content-type", "")
-    name = "card.png" if "png" in kind else "card.json" if "json" in kind else "card"
-    card = parse_card_bytes(await request.body(), filename=name, card_id=id)
+    # The format is sniffed from the bytes (PNG signature, a JSON object, else YAML):
+    # ocak reads every POST body as JSON whatever its Content-Type says.
+    card = parse_card_bytes(await request.body(), card_id=id)
     store.put_character(get_service(request).db, card)
     return card
 
