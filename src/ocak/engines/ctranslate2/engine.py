@@ -55,7 +55,9 @@ def refuse(request: GenerationRequest) -> None:
     if request.frequency_penalty:
         raise UnsupportedParameter("frequency_penalty", PENALTY_WHY)
     if request.constraint is not None:
-        raise UnsupportedParameter("response_format", CONSTRAINT_WHY)
+        # Tool calls are constrained too: name what the client sent.
+        param = "tools" if request.tools else "response_format"
+        raise UnsupportedParameter(param, CONSTRAINT_WHY)
 
 
 class Ct2Engine(Engine):
