@@ -455,3 +455,21 @@ def test_listening_beyond_loopback_needs_a_key_or_an_explicit_override(tmp_path:
     )
     create_key(db, "k")
     check_exposure(exposed, Authenticator(db, required=True))
+
+
+def test_text_that_is_not_unicode_is_a_400_naming_the_parameter(make_api: Any) -> None:
+    """JSON can spell a lone surrogate; no tokenizer, log or database can take one."""
+
+    async def check(api: Api) -> None:
+        bodies = {
+            "messages.[0].content": '{"model":"fake","messages":'
+            '[{"role":"user","content":"a\\ud800"}]}',
+            "stop.[1]": '{"model":"fake","messages":[{"role":"user","content":"a"}],'
+            '"stop":["x","\\udfff"]}',
+        }
+        for param, raw in bodies.items():
+            r = await api.client.post(CHAT, content=raw)
+            assert r.status_code == 400
+            assert error_of(r)["param"] == param
+
+    run(check, make_api)

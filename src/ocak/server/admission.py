@@ -2,11 +2,13 @@
 
 ``admit(request, body)`` is the one call at the top of the model routes: the
 key may use the model (403), the request is within the server's input caps
-(400 naming the parameter), and the key is within its limits (429). A
+and its text is valid Unicode (400 naming the parameter), and the key is within its limits (429). A
 request that asks for no ``max_tokens`` gets the server's cap, when one is set.
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 from starlette.requests import Request
 
@@ -45,6 +47,28 @@ def check_input(settings: Settings, body: ModelRequest) -> None:
         )
 
 
+def check_text(value: Any, path: str = "") -> None:
+    """400 for text that is not valid Unicode (JSON can spell lone surrogates: "\\ud800").
+
+    Such text cannot be encoded for a tokenizer, a log line or a database.
+    """
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise InvalidRequest(
+                f"Invalid value for '{path}': the text is not valid Unicode "
+                "(it contains a lone surrogate such as \\ud800).",
+                param=path or None,
+            ) from None
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            check_text(item, f"{path}.{key}" if path else str(key))
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            check_text(item, f"{path}.[{i}]")
+
+
 def admit(request: Request, body: ModelRequest) -> KeyInfo | None:
     """403, 400 or 429 before the engine; returns the request's key (None without keys)."""
     state = get_state(request)
@@ -53,5 +77,6 @@ def admit(request: Request, body: ModelRequest) -> KeyInfo | None:
     key = get_key(request)
     state.auth.permit(key, body.model)
     check_input(state.settings, body)
+    check_text(body.model_dump(exclude_none=True))
     state.auth.limit(key)
     return key

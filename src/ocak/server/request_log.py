@@ -70,7 +70,8 @@ class RequestLog:
     def __call__(self, record: RequestRecord) -> None:
         if log.isEnabledFor(logging.INFO):
             line = json.dumps(log_entry(record, content=self.log_content), ensure_ascii=False)
-            log.info(line)
+            # A path or text with lone surrogates must not break the log stream.
+            log.info(line.encode("utf-8", "backslashreplace").decode("utf-8"))
 
 
 def configure_access_log(stream: TextIO | None = None) -> None:

@@ -33,7 +33,10 @@ class UsageRow:
 
 
 def _clip(value: str | None) -> str | None:
-    return None if value is None else value[:MAX_TEXT]
+    """At most ``MAX_TEXT`` characters, and valid UTF-8 whatever the client sent."""
+    if value is None:
+        return None
+    return value[:MAX_TEXT].encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 _INSERT = (
