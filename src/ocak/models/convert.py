@@ -298,9 +298,10 @@ def _convert_into(out: Path, info: SourceInfo, quant: str, progress: Progress) -
         spec.optimize(quantization=quant)
         shutil.rmtree(config_dir)
         spec.save(str(out))
-        tokenizer.save_pretrained(out)
-        with contextlib.suppress(Exception):
-            model.generation_config.save_pretrained(out)
+        _save_tokenizer(out, info, tokenizer)
+        if not (out / "generation_config.json").is_file():
+            with contextlib.suppress(Exception):
+                model.generation_config.save_pretrained(out)
         context = int(getattr(model.config, "max_position_embeddings", 0) or 0)
         del model, spec
     for extra in out.iterdir():
@@ -321,6 +322,16 @@ def _convert_into(out: Path, info: SourceInfo, quant: str, progress: Progress) -
     }
     (out / METADATA).write_text(json.dumps(metadata, indent=2) + "\n", encoding="utf-8")
     return metadata
+
+
+def _save_tokenizer(out: Path, info: SourceInfo, tokenizer: Any) -> None:
+    """The source's own tokenizer files when it has a tokenizer.json, else transformers'."""
+    if info.kind == "hf" and (info.path / "tokenizer.json").is_file():
+        for name in TOKENIZER_FILES:
+            if (info.path / name).is_file():
+                shutil.copyfile(info.path / name, out / name)
+        return
+    tokenizer.save_pretrained(out)
 
 
 def _load(info: SourceInfo, torch: Any, transformers: Any) -> tuple[Any, Any]:

@@ -79,24 +79,45 @@ def _rope(config: Any) -> dict[str, Any]:
     return dict(params) if isinstance(params, dict) else {}
 
 
+class ConfigView:
+    """``model.config`` as CTranslate2's converter expects it: the real config with some
+    attributes overridden (transformers 5 configs validate assignments, so the old
+    names cannot be written back onto them)."""
+
+    def __init__(self, base: Any, **overrides: Any) -> None:
+        self.__dict__["_base"] = base
+        self.__dict__["_overrides"] = overrides
+
+    def __getattr__(self, name: str) -> Any:
+        overrides = self.__dict__["_overrides"]
+        if name in overrides:
+            return overrides[name]
+        return getattr(self.__dict__["_base"], name)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        self.__dict__["_overrides"][name] = value
+
+
 def normalize(model: Any) -> None:
-    """Restore on ``model.config`` (and modules) what CTranslate2's converter expects."""
+    """Show CTranslate2's converter the config and modules it expects (in memory only)."""
     config = model.config
-    # A GGUF checkpoint is loaded dequantized; the converter must not see its quant config.
-    if getattr(config, "quantization_config", None) is not None:
-        delattr(config, "quantization_config")
     model_type = getattr(config, "model_type", "")
     rope = _rope(config)
+    # A GGUF checkpoint is loaded dequantized: the converter must not see its quant config.
+    overrides: dict[str, Any] = {"quantization_config": None}
     if "rope_theta" in rope and getattr(config, "rope_theta", None) is None:
-        config.rope_theta = rope["rope_theta"]
+        overrides["rope_theta"] = rope["rope_theta"]
     if model_type == "phi3":
-        _normalize_phi3(model, rope)
-    elif model_type == "gpt_neox" and getattr(config, "rotary_pct", None) is None:
-        config.rotary_pct = float(rope.get("partial_rotary_factor", 1.0))
+        overrides.update(_phi3(model, rope))
+    elif model_type == "gpt_neox":
+        if getattr(config, "rotary_pct", None) is None:
+            overrides["rotary_pct"] = float(rope.get("partial_rotary_factor", 1.0))
+        if not hasattr(model, "embed_out"):  # renamed lm_head in transformers 5
+            model.__dict__["embed_out"] = model.lm_head
+    model.__dict__["config"] = ConfigView(config, **overrides)
 
 
-def _normalize_phi3(model: Any, rope: dict[str, Any]) -> None:
-    config = model.config
+def _phi3(model: Any, rope: dict[str, Any]) -> dict[str, Any]:
     partial = float(rope.get("partial_rotary_factor", 1.0))
     if partial != 1.0:
         raise UnsupportedFamily(
@@ -104,22 +125,22 @@ def _normalize_phi3(model: Any, rope: dict[str, Any]) -> None:
             f"{partial}), which CTranslate2's Phi-3 converter does not support. " + GGUF_ROUTE
         )
     rope_type = rope.get("rope_type") or rope.get("type") or "default"
-    theta = rope.get("rope_theta", getattr(config, "rope_theta", 10000.0))
-    long_factor = rope.get("long_factor")
-    short_factor = rope.get("short_factor")
-    if rope_type == "default":
-        config.rope_scaling = None
-    else:
+    overrides: dict[str, Any] = {
+        "rope_theta": rope.get("rope_theta", getattr(model.config, "rope_theta", 10000.0)),
+        "rope_scaling": None,
+    }
+    if rope_type != "default":
         scaling = {k: v for k, v in rope.items() if k not in ("rope_type", "rope_theta")}
         scaling["type"] = rope_type
-        config.rope_scaling = scaling
-    config.rope_theta = theta
+        overrides["rope_scaling"] = scaling
     # transformers 5 keeps one rotary embedding on the model; the converter looks per layer.
+    factors = SimpleNamespace(
+        long_factor=rope.get("long_factor"), short_factor=rope.get("short_factor")
+    )
     for layer in model.model.layers:
         if not hasattr(layer.self_attn, "rotary_emb"):
-            layer.self_attn.__dict__["rotary_emb"] = SimpleNamespace(
-                long_factor=long_factor, short_factor=short_factor
-            )
+            layer.self_attn.__dict__["rotary_emb"] = factors
+    return overrides
 
 
 def fix_spec(spec: Any, model_type: str, config: Any) -> None:
