@@ -165,3 +165,20 @@ def test_client_text_is_clipped_before_it_is_stored(tmp_path: Path) -> None:
     db = open_database(tmp_path / "ocak.db")
     insert_usage(db, row(model="m" * 10_000))
     assert len(summarize(db, by="model")[0].group) == 200
+
+
+def test_a_server_checkpoints_the_wal_off_the_request_path(tmp_path: Path) -> None:
+    from helpers import wait_until
+
+    path = tmp_path / "ocak.db"
+    db = open_database(path)
+    db.checkpoint_in_background(interval=0.05)
+    assert db.execute("PRAGMA wal_autocheckpoint")[0][0] == 0  # commits never checkpoint
+    before = path.stat().st_size
+    for i in range(200):
+        insert_usage(db, row(request_id=f"req_{i}"))
+    # The background thread copies the WAL's pages into the main file.
+    assert wait_until(lambda: path.stat().st_size > before, timeout=30)
+    db.close()
+    assert not (tmp_path / "ocak.db-wal").exists()
+    assert len(open_database(path).execute("SELECT id FROM usage")) == 200

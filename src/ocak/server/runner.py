@@ -35,6 +35,7 @@ def run_server(settings: Settings, registry: EngineRegistry) -> int:
             server.should_exit = True
 
     db = open_database(database_path(settings.data_dir))
+    db.checkpoint_in_background()  # keep WAL checkpoints out of the usage-record commits
     try:
         app = create_app(settings, registry, on_fatal=on_fatal, db=db)
         check_exposure(settings, app.state.ocak.auth)  # no keys beyond loopback: refuse
