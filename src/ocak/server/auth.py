@@ -42,7 +42,7 @@ log = logging.getLogger("ocak.auth")
 
 # Always reachable without a key: probes and the API's own documentation.
 OPEN_PATHS = frozenset(
-    {"/health", "/health/live", "/docs", "/docs/oauth2-redirect", "/openapi.json"}
+    {"/health", "/health/live", "/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"}
 )
 
 MISSING = (
