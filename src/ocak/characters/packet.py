@@ -28,6 +28,11 @@ from ocak.characters.relationship import MAX_STEP
 from ocak.errors import OcakError
 
 NARRATION_MAX = 100
+
+
+def narration_max(card: Character) -> int:
+    """The narration's bound: 100 characters, or the text's own when that is shorter."""
+    return min(NARRATION_MAX, card.text_max_chars)
 MAX_ACTIONS = 2
 STRENGTH_MAX = 10
 DEFAULT_STRING_MAX = 60
@@ -81,7 +86,7 @@ def wire_schema(card: Character, *, for_decoding: bool = True) -> dict[str, Any]
     """
     props: dict[str, Any] = {
         "text": {"type": "string", "minLength": 1, "maxLength": card.text_max_chars},
-        "narration": {"type": "string", "maxLength": NARRATION_MAX},
+        "narration": {"type": "string", "maxLength": narration_max(card)},
         "emotion": {
             "type": "object",
             "properties": {
@@ -149,7 +154,7 @@ def _string_bound(node: dict[str, Any]) -> int:
 
 def packet_token_bound(card: Character) -> int:
     """Tokens a packet can take at most (a token carries at least one character)."""
-    chars = card.text_max_chars + NARRATION_MAX + 160  # keys, emotion, relationship
+    chars = card.text_max_chars + narration_max(card) + 160  # keys, emotion, relationship
     if card.actions:
         per = max(len(a.name) + 30 + _string_bound(bounded(a.parameters)) for a in card.actions)
         chars += MAX_ACTIONS * per
