@@ -76,8 +76,10 @@ class Ct2Engine(Engine):
         queue_timeout: float = 120.0,
         device: str = "auto",
         gather_window: float = 0.02,
+        batching: str = "exact",
     ) -> None:
         super().__init__(model_id)
+        self.batching = batching
         self.path = path
         self.ctx_size = ctx_size
         self.parallel = parallel
@@ -118,6 +120,7 @@ class Ct2Engine(Engine):
             max_batch=self.parallel,
             max_queue=self.max_queue,
             gather_window=self.gather_window,
+            batching=self.batching,
         )
         log.info(
             "%s: CTranslate2 %s on %s, %d worker(s) x %d thread(s), batches of up to %d",
@@ -244,8 +247,9 @@ def engine_from_settings(model_id: str, path: Path, settings: Settings) -> Ct2En
 
     Two knobs are read from the environment until they have a settings field:
     ``OCAK_DEVICE`` (auto, cpu or cuda; auto refuses a GPU it cannot use rather
-    than falling back to the CPU unasked) and ``OCAK_CT2_WORKERS`` (CTranslate2
-    workers, each running one batch at a time; the threads are split between them).
+    than falling back to the CPU unasked), ``OCAK_CT2_WORKERS`` (CTranslate2
+    workers, each running one batch at a time; the threads are split between them)
+    and ``OCAK_CT2_BATCHING`` (exact or similar; see the scheduler).
     """
     workers = os.environ.get("OCAK_CT2_WORKERS", "").strip()
     return Ct2Engine(
@@ -258,4 +262,5 @@ def engine_from_settings(model_id: str, path: Path, settings: Settings) -> Ct2En
         max_queue=settings.max_queue,
         queue_timeout=settings.queue_timeout,
         device=os.environ.get("OCAK_DEVICE", "auto").strip() or "auto",
+        batching=os.environ.get("OCAK_CT2_BATCHING", "exact").strip() or "exact",
     )

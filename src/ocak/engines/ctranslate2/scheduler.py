@@ -8,6 +8,12 @@ to one of ``workers`` CTranslate2 workers. The per-step callback streams every
 token to its request as it is decoded and stops a sequence when its client
 left, a stop string matched, or its own ``max_tokens`` is reached.
 
+Only prompts of the same length share a batch by default ("exact"): CTranslate2
+runs the part of a longer prompt past the shortest one token by token, which
+changes the numerics, so a greedy answer would depend on its neighbours. The
+"similar" policy also batches prompts of close lengths: more batching for mixed
+traffic, at the price of that dependence.
+
 A request with its own seed (sampling) cannot share: CTranslate2 seeds its
 sampler once per worker thread, so it runs alone on a freshly started worker
 seeded for it (see ``Ct2Model.seeded_generator``).
@@ -36,6 +42,7 @@ log = logging.getLogger("ocak.ctranslate2")
 
 Event = TextDelta | Finished | OcakError
 BatchKey = tuple[Any, ...]
+BATCHING = ("exact", "similar")
 
 
 @dataclass(eq=False)
@@ -77,8 +84,12 @@ class Scheduler:
         max_batch: int,
         max_queue: int,
         gather_window: float = 0.02,
+        batching: str = "exact",
     ) -> None:
+        if batching not in BATCHING:
+            raise ValueError(f"batching must be one of {', '.join(BATCHING)}, not {batching!r}")
         self.model = model
+        self.batching = batching
         self.max_batch = max_batch
         self.max_queue = max_queue
         self.gather_window = gather_window
@@ -153,6 +164,7 @@ class Scheduler:
                     self.cond.wait(wait)
                     continue
                 batch = self._take_batch()
+                self.batches += 1  # dispatched so far
                 self.in_flight += 1
                 self.active.update(batch)
             self._pool.submit(self._run_batch, batch)
@@ -185,7 +197,7 @@ class Scheduler:
 
     def _companions(self, first: Job) -> list[Job]:
         key, length = first.key, len(first.ids)
-        slack = max(16, length // 4)
+        slack = 0 if self.batching == "exact" else max(16, length // 4)
         out = [first]
         for job in self.waiting:
             if len(out) >= self.max_batch:
@@ -227,7 +239,6 @@ class Scheduler:
             with self.cond:
                 self.in_flight -= 1
                 self.active.difference_update(batch)
-                self.batches += 1
                 self.cond.notify()
 
     def _generate(self, batch: list[Job]) -> None:
