@@ -103,24 +103,27 @@ def trailers(err: grpc.RpcError) -> dict[str, str]:
 
 def test_health_not_serving_while_loading_then_serving() -> None:
     gate = threading.Event()
-    with served(GatedEngine("fake", gate)) as s:
-        assert s.check() == NOT_SERVING
-        assert s.check("ocak.v1.Ocak") == NOT_SERVING
-        watch = s.health.Watch(health_pb2.HealthCheckRequest(service=""))
-        assert next(watch).status == NOT_SERVING
-        # Calls while loading: UNAVAILABLE, with a hint to retry.
-        err = rpc_error(lambda: chat(s.stub))
-        assert err.code() == grpc.StatusCode.UNAVAILABLE
-        assert "loading" in str(err.details())
-        assert trailers(err)["retry-after"] == "1"
-        gate.set()
-        assert next(watch).status == SERVING
-        watch.cancel()
-        assert s.check() == SERVING
-        assert s.check("ocak.v1.Ocak") == SERVING
-        with pytest.raises(grpc.RpcError) as unknown:
-            s.check("no.such.Service")
-        assert unknown.value.code() == grpc.StatusCode.NOT_FOUND
+    try:
+        with served(GatedEngine("fake", gate)) as s:
+            assert s.check() == NOT_SERVING
+            assert s.check("ocak.v1.Ocak") == NOT_SERVING
+            watch = s.health.Watch(health_pb2.HealthCheckRequest(service=""), timeout=20)
+            assert next(watch).status == NOT_SERVING
+            # Calls while loading: UNAVAILABLE, with a hint to retry.
+            err = rpc_error(lambda: chat(s.stub))
+            assert err.code() == grpc.StatusCode.UNAVAILABLE
+            assert "loading" in str(err.details())
+            assert trailers(err)["retry-after"] == "1"
+            gate.set()
+            assert next(watch).status == SERVING
+            watch.cancel()
+            assert s.check() == SERVING
+            assert s.check("ocak.v1.Ocak") == SERVING
+            with pytest.raises(grpc.RpcError) as unknown:
+                s.check("no.such.Service")
+            assert unknown.value.code() == grpc.StatusCode.NOT_FOUND
+    finally:
+        gate.set()  # never leave the loader thread waiting
 
 
 def test_health_not_serving_when_the_model_failed_to_load() -> None:
@@ -133,7 +136,7 @@ def test_shutdown_turns_health_not_serving_and_lets_running_streams_finish() -> 
     engine = FakeEngine("fake", delay=0.05, script=lambda r: " ".join(["word"] * 20))
     with served(engine) as s:
         wait_ready(s)
-        watch = s.health.Watch(health_pb2.HealthCheckRequest(service="ocak.v1.Ocak"))
+        watch = s.health.Watch(health_pb2.HealthCheckRequest(service="ocak.v1.Ocak"), timeout=20)
         assert next(watch).status == SERVING
         stream = s.stub.Chat(pb.ChatRequest(model="fake", messages=HI))
         first = next(stream)

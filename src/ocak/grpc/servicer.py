@@ -68,33 +68,25 @@ class OcakServicer:
         async with self._call(context, "Generate", request.model, stream=True) as call:
             body = convert.completion_request(request)
             self._admit(call, body)
-            generation = body.to_generation_request()
-
-            def message(event: TextDelta | Finished) -> pb.GenerateResponse:
-                if isinstance(event, TextDelta):
-                    return pb.GenerateResponse(text=event.text)
-                return pb.GenerateResponse(
-                    finish_reason=convert.finish_reason(event.reason),
-                    usage=convert.usage(event.usage),
-                )
-
-            await self._stream(context, call.record, generation, message)
+            await self._stream(
+                context,
+                call.record,
+                body.to_generation_request(),
+                piece=lambda text: pb.GenerateResponse(text=text),
+                final=lambda reason, usage: pb.GenerateResponse(finish_reason=reason, usage=usage),
+            )
 
     async def Chat(self, request: pb.ChatRequest, context: Context) -> None:
         async with self._call(context, "Chat", request.model, stream=True) as call:
             body = convert.chat_request(request)
             self._admit(call, body)
-            generation = body.to_generation_request()
-
-            def message(event: TextDelta | Finished) -> pb.ChatResponse:
-                if isinstance(event, TextDelta):
-                    return pb.ChatResponse(content=event.text)
-                return pb.ChatResponse(
-                    finish_reason=convert.finish_reason(event.reason),
-                    usage=convert.usage(event.usage),
-                )
-
-            await self._stream(context, call.record, generation, message)
+            await self._stream(
+                context,
+                call.record,
+                body.to_generation_request(),
+                piece=lambda text: pb.ChatResponse(content=text),
+                final=lambda reason, usage: pb.ChatResponse(finish_reason=reason, usage=usage),
+            )
 
     async def ListModels(
         self, request: pb.ListModelsRequest, context: Context
@@ -119,13 +111,20 @@ class OcakServicer:
         context: Context,
         record: RequestRecord,
         generation: GenerationRequest,
-        message: Callable[[TextDelta | Finished], Any],
+        *,
+        piece: Callable[[str], Any],
+        final: Callable[[pb.FinishReason.ValueType, pb.Usage], Any],
     ) -> None:
-        """The one streaming path: prime (admission errors raise here), then write events."""
+        """The one streaming path: prime (admission errors raise here), then write a message
+        per piece of text and a last one with the finish reason and usage."""
         engine = self._engine(record, generation.model)
         primed = await prime(engine.generate(generation), record)
         async for event in primed.events():
-            await context.write(message(event))
+            if isinstance(event, TextDelta):
+                await context.write(piece(event.text))
+            elif isinstance(event, Finished):
+                reason = convert.finish_reason(event.reason)
+                await context.write(final(reason, convert.usage(event.usage)))
 
     @contextlib.asynccontextmanager
     async def _call(
