@@ -261,8 +261,12 @@ def test_without_keys_every_call_is_allowed(db: Database) -> None:
 
 
 def test_server_input_caps_apply_to_grpc() -> None:
-    with served(FakeEngine("fake"), max_messages=2, max_tokens_limit=3) as s:
+    with served(FakeEngine("fake"), max_messages=2, max_tokens_limit=3, max_body_bytes=4096) as s:
         wait_ready(s)
+        # The body limit is gRPC's message limit: RESOURCE_EXHAUSTED, as gRPC says "too large".
+        big = [pb.ChatMessage(role="user", content="x" * 5000)]
+        err = rpc_error(lambda: list(s.stub.Chat(pb.ChatRequest(model="fake", messages=big))))
+        assert err.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
         many = [pb.ChatMessage(role="user", content="x")] * 3
         err = rpc_error(lambda: list(s.stub.Chat(pb.ChatRequest(model="fake", messages=many))))
         assert err.code() == grpc.StatusCode.INVALID_ARGUMENT

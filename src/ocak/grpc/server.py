@@ -47,8 +47,14 @@ class GrpcServer:
         self.grace = grace
         self.servicer = OcakServicer(state)
         self.health = HealthServicer()
-        # SO_REUSEPORT off: a port already in use must fail here, not be shared.
-        self.server = aio.server(options=[("grpc.so_reuseport", 0)])
+        limit = state.settings.max_body_bytes  # the same cap on a request as HTTP's body limit
+        self.server = aio.server(
+            options=[
+                # Off: a port already in use must fail here, not be shared.
+                ("grpc.so_reuseport", 0),
+                ("grpc.max_receive_message_length", limit),
+            ]
+        )
 
     async def start(self) -> None:
         """Bind and serve; health is NOT_SERVING until ``engines_changed`` finds a ready model."""
