@@ -275,3 +275,18 @@ def test_server_input_caps_apply_to_grpc() -> None:
         assert trailers(err)["ocak-error-param"] == "max_tokens"
         # No max_tokens: the server's cap is the default.
         assert chat(s.stub)[-1].usage.completion_tokens == 3
+
+
+def test_an_unexpected_failure_is_internal_without_its_details() -> None:
+    def broken(request: object) -> str:
+        raise RuntimeError("secret internals at 0xdeadbeef")
+
+    records: list[RequestRecord] = []
+    with served(FakeEngine("fake", script=broken), sinks=[records.append]) as s:
+        wait_ready(s)
+        err = rpc_error(lambda: chat(s.stub))
+        assert err.code() == grpc.StatusCode.INTERNAL
+        assert "secret" not in str(err.details())
+        assert "internal error" in str(err.details())
+        grpc_records = [r for r in records if r.method == "GRPC"]
+        assert [(r.status, r.http_status) for r in grpc_records] == [("failed", 500)]

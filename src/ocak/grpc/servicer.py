@@ -157,8 +157,11 @@ class OcakServicer:
                 record.status = "cancelled"
             raise
         except Exception:
-            log.exception("unexpected error in gRPC %s", method)
-            failure = OcakError("The server had an internal error. See its log.")
+            if context.done():  # writing to a call the client already left
+                record.status = "cancelled"
+            else:
+                log.exception("unexpected error in gRPC %s", method)
+                failure = OcakError("The server had an internal error. See its log.")
         finally:
             if task is not None:
                 self._calls.discard(task)
