@@ -22,10 +22,10 @@ from typing import Any
 from bench.common import LevelResult, Process, free_port, header, run_level, table, write_section
 
 MAX_TOKENS = 64
-LEVELS = (1, 4, 8)
+LEVELS = (1, 8)
 NAME = "smollm2-135m-instruct-int8"
 # (batching policy, CTranslate2 workers)
-CONFIGS: tuple[tuple[str, int], ...] = (("exact", 1), ("similar", 1), ("exact", 2))
+CONFIGS: tuple[tuple[str, int], ...] = (("exact", 1), ("similar", 1))
 TOPICS = [
     "a cat",
     "a lighthouse keeper on a small island in the north",

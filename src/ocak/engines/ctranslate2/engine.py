@@ -75,7 +75,7 @@ class Ct2Engine(Engine):
         max_queue: int = 64,
         queue_timeout: float = 120.0,
         device: str = "auto",
-        gather_window: float = 0.02,
+        gather_window: float = 0.05,
         batching: str = "exact",
     ) -> None:
         super().__init__(model_id)

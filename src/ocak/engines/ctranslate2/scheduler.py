@@ -83,7 +83,7 @@ class Scheduler:
         *,
         max_batch: int,
         max_queue: int,
-        gather_window: float = 0.02,
+        gather_window: float = 0.05,
         batching: str = "exact",
     ) -> None:
         if batching not in BATCHING:
@@ -100,6 +100,7 @@ class Scheduler:
         self.cond = threading.Condition()
         self.running = True
         self.batches = 0
+        self.released = 0.0
         self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="ocak-ct2-batch")
         self._thread = threading.Thread(target=self._run, name="ocak-ct2", daemon=True)
         self._thread.start()
@@ -193,7 +194,11 @@ class Scheduler:
         first = self.waiting[0]
         if first.key is None or len(self._companions(first)) >= self.max_batch:
             return 0.0
-        return max(0.0, first.arrived + self.gather_window - time.monotonic())
+        # From the later of its arrival and the last batch's end: the clients of a batch
+        # that just ended send their next requests within milliseconds, and dispatching
+        # the oldest alone just before they arrive would split every later batch too.
+        since = max(first.arrived, self.released)
+        return max(0.0, since + self.gather_window - time.monotonic())
 
     def _companions(self, first: Job) -> list[Job]:
         key, length = first.key, len(first.ids)
@@ -239,6 +244,7 @@ class Scheduler:
             with self.cond:
                 self.in_flight -= 1
                 self.active.difference_update(batch)
+                self.released = time.monotonic()
                 self.cond.notify()
 
     def _generate(self, batch: list[Job]) -> None:
