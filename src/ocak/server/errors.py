@@ -7,10 +7,11 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ocak.errors import InvalidRequest, OcakError
+from ocak.server.streaming import ClientDisconnected
 
 log = logging.getLogger("ocak.server")
 
@@ -94,6 +95,15 @@ def install(app: FastAPI) -> None:
         elif exc.status_code == 405:
             err.code = "method_not_allowed"
         return error_response(err)
+
+    @app.exception_handler(ClientDisconnected)
+    async def _gone(request: Request, exc: ClientDisconnected) -> Response:
+        # The client left before its answer: a cancellation, not a server error. Nobody
+        # reads this response; 499 is the conventional "client closed request".
+        record = getattr(request.state, "record", None)
+        if record is not None and record.status == "completed":
+            record.status = "cancelled"
+        return Response(status_code=499)
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:

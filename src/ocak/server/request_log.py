@@ -144,7 +144,8 @@ class ContentCapture:
             elif message["type"] == "http.response.body":
                 if len(response) < (STREAM_LIMIT if streaming else CONTENT_LIMIT):
                     response.extend(message.get("body", b""))
-                if not message.get("more_body", False):
+                body = message.get("body", b"")
+                if not message.get("more_body", False) or body.endswith(b"data: [DONE]\n\n"):
                     text = _sse_text(bytes(response)) if streaming else _decode(bytes(response))
                     if isinstance(text, str):
                         text = text[:CONTENT_LIMIT]

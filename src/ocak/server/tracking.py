@@ -25,6 +25,7 @@ log = logging.getLogger("ocak.requests")
 
 Status = Literal["completed", "failed", "cancelled", "rejected"]
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
+_DONE = b"data: [DONE]\n\n"
 
 
 @dataclass
@@ -123,7 +124,11 @@ class RequestTracking:
                 headers = list(message.get("headers", []))
                 headers.append((b"x-request-id", request_id.encode("latin-1")))
                 message = {**message, "headers": headers}
-            elif message["type"] == "http.response.body" and not message.get("more_body", False):
+            elif message["type"] == "http.response.body" and (
+                not message.get("more_body", False) or message.get("body", b"").endswith(_DONE)
+            ):
+                # An SSE stream has ended for its client at ``data: [DONE]``, before the
+                # HTTP body's last (empty) chunk: the record is committed before either.
                 finish()
             await send(message)
 
