@@ -310,3 +310,30 @@ def test_http_api_and_openapi(tmp_path: Path) -> None:
             assert (await c.get("/v1/characters/seraphina")).status_code == 404
 
     asyncio.run(go())
+
+
+def test_cli_add_list_show_rm(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from typer.testing import CliRunner
+
+    from ocak.characters.tavern import png_with_card
+    from ocak.cli.main import app
+
+    monkeypatch.setenv("OCAK_DATA_DIR", str(tmp_path / "data"))
+    png = tmp_path / "seraphina.png"
+    png.write_bytes(png_with_card(json.loads((EXAMPLES / "seraphina.json").read_text())))
+    runner = CliRunner()
+    r = runner.invoke(app, ["characters", "add", str(EXAMPLES / "bram.yaml")])
+    assert r.exit_code == 0 and "added bram" in r.output, r.output
+    r = runner.invoke(app, ["characters", "add", str(png), "--id", "sera"])
+    assert r.exit_code == 0 and "3 lore entries" in r.output, r.output
+    r = runner.invoke(app, ["characters", "list"])
+    assert "bram" in r.output and "sera" in r.output and "give_item" in r.output
+    r = runner.invoke(app, ["characters", "show", "sera"])
+    assert r.exit_code == 0 and "name: Seraphina" in r.output and "Shadow wolves" in r.output
+    assert runner.invoke(app, ["characters", "rm", "bram"]).exit_code == 0
+    r = runner.invoke(app, ["characters", "show", "bram"])
+    assert r.exit_code == 1
+    r = runner.invoke(app, ["characters", "add", str(tmp_path / "missing.yaml")])
+    assert r.exit_code == 1
+    db = store.open_characters_db(tmp_path / "data")
+    assert [c.id for c in store.list_characters(db)] == ["sera"]

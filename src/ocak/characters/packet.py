@@ -33,6 +33,8 @@ NARRATION_MAX = 100
 def narration_max(card: Character) -> int:
     """The narration's bound: 100 characters, or the text's own when that is shorter."""
     return min(NARRATION_MAX, card.text_max_chars)
+
+
 MAX_ACTIONS = 2
 STRENGTH_MAX = 10
 DEFAULT_STRING_MAX = 60
