@@ -18,9 +18,7 @@ import pytest
 
 from ocak.characters.api import TurnOut
 from ocak.characters.cards import load_card
-from ocak.characters.packet import NoValidPacket
-from ocak.characters.service import (
-    CharacterService,
+from ocak.characters.events import (
     Reset,
     Speaking,
     TextPiece,
@@ -28,6 +26,8 @@ from ocak.characters.service import (
     TurnEvent,
     TurnInput,
 )
+from ocak.characters.packet import NoValidPacket
+from ocak.characters.service import CharacterService
 from ocak.characters.serving import local_resolver
 from ocak.characters.settings import CharacterSettings
 from ocak.config import Settings

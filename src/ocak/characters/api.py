@@ -8,7 +8,6 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from ocak.characters.cards import ID_PATTERN, Character
 from ocak.characters.relationship import DIMENSIONS, RelationshipState, label
-from ocak.errors import InvalidRequest
 
 
 class CharacterList(BaseModel):
@@ -63,7 +62,7 @@ class MessageIn(BaseModel):
     @model_validator(mode="after")
     def _something(self) -> MessageIn:
         if not self.respond and not (self.text or self.event):
-            raise InvalidRequest("Give 'text' or 'event' to record.", param="text")
+            raise ValueError("give 'text' or 'event' to record")
         return self
 
 

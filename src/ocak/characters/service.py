@@ -37,7 +37,16 @@ from ocak.characters.api import (
 )
 from ocak.characters.cards import Character
 from ocak.characters.directions import StageFilter, TextFieldStream, split_directions
-from ocak.characters.lorebook import activate
+from ocak.characters.events import (
+    Generated,
+    Reset,
+    Speaking,
+    TextPiece,
+    TurnDone,
+    TurnEvent,
+    TurnInput,
+)
+from ocak.characters.memory import fold, prompt_parts
 from ocak.characters.packet import (
     NoValidPacket,
     PacketError,
@@ -53,58 +62,14 @@ from ocak.errors import ContextLengthExceeded, NotFound, OcakError
 from ocak.protocol.generation import (
     Constraint,
     Finished,
-    FinishReason,
     GenerationEvent,
     GenerationRequest,
     TextDelta,
-    Usage,
 )
 from ocak.store import characters as store
 from ocak.store.db import Database
 
 ATTEMPTS = 2  # one try and one retry
-
-
-@dataclass(frozen=True, slots=True)
-class TurnInput:
-    text: str | None = None
-    event: str | None = None
-    character: str | None = None
-    respond: bool = True
-    temperature: float | None = None
-    seed: int | None = None
-    request_id: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class Speaking:
-    character: str
-    name: str
-    model: ServingModel
-
-
-@dataclass(frozen=True, slots=True)
-class TextPiece:
-    text: str
-
-
-@dataclass(frozen=True, slots=True)
-class Reset:
-    reason: str
-
-
-@dataclass(frozen=True, slots=True)
-class Generated:
-    usage: Usage
-    reason: FinishReason
-
-
-@dataclass(frozen=True, slots=True)
-class TurnDone:
-    turn: TurnOut | Recorded
-
-
-TurnEvent = Speaking | TextPiece | Reset | Generated | TurnDone
 
 
 @dataclass(slots=True)
@@ -123,10 +88,6 @@ def _lines(inp: TurnInput, addressed: str | None, player: str) -> list[store.New
             store.NewTurn("player", inp.text, addressed=addressed, memory=f"{player}: {inp.text}")
         )
     return out
-
-
-def _as_line(turn: store.TurnRow | store.NewTurn) -> P.Line:
-    return P.Line(turn.kind, turn.text, turn.speaker, turn.addressed, turn.packet)
 
 
 class CharacterService:
@@ -306,11 +267,13 @@ class CharacterService:
         budget = self.settings.history_budget
         parts: P.PromptParts | None = None
         for fold_all in (False, True):
-            async for usage_event in self._fold(
-                session, card, members, model, 0 if fold_all else budget
-            ):
+            keep = 0 if fold_all else budget
+            summarizing = fold(
+                self.db, session, card, members, model, keep, self.settings.summary_tokens
+            )
+            async for usage_event in summarizing:
                 yield usage_event
-            parts = self._parts(session, card, members, new, model)
+            parts = prompt_parts(self.db, self.settings, session, card, members, new, model)
             if self._estimate(model, P.build_messages(parts)) <= room:
                 break
         assert parts is not None
@@ -465,110 +428,10 @@ class CharacterService:
             usage=usage,
         )
 
-    # -- prompt parts and memory ------------------------------------------------
-
-    def _parts(
-        self,
-        session: store.SessionRow,
-        card: Character,
-        members: list[Character],
-        new: list[store.NewTurn],
-        model: ServingModel,
-    ) -> P.PromptParts:
-        summary = store.latest_summary(self.db, session.id, card.id)
-        upto = summary[0] if summary else 0
-        history = [_as_line(t) for t in store.witnessed(self.db, session.id, card.id, after=upto)]
-        new_lines = [_as_line(t) for t in new]
-        names = {c.id: c.name for c in members}
-        names[card.id] = card.name
-        parts = P.PromptParts(
-            card=card,
-            player=session.player_name,
-            scene=session.scene,
-            summary=summary[1] if summary else None,
-            history=history,
-            new=new_lines,
-            present=[c.name for c in members if c.id != card.id],
-            relationship=store.get_relationship(self.db, card.id, session.player_id),
-            names=names,
-        )
-        recent = [P.render_line(line, parts)[1] for line in [*history, *new_lines]]
-        parts.lore = activate(
-            card.lorebook, recent, model.count_tokens, budget=self.settings.lore_budget
-        )
-        query = " ".join(line.text for line in new_lines)
-        if self.settings.recall_limit and query.strip():
-            found = store.recall(
-                self.db,
-                card.id,
-                session.player_id,
-                query,
-                exclude_session=session.id,
-                exclude_after=upto,
-                limit=self.settings.recall_limit + 1,
-            )
-            parts.memories = [m for m in found if m != parts.summary][: self.settings.recall_limit]
-        return parts
-
     @staticmethod
     def _estimate(model: ServingModel, messages: list[Any]) -> int:
         """Prompt tokens, counted per message plus the template's few tokens per message."""
         return sum(model.count_tokens(m.content) + 8 for m in messages) + 16
-
-    async def _fold(
-        self,
-        session: store.SessionRow,
-        card: Character,
-        members: list[Character],
-        model: ServingModel,
-        budget: int,
-    ) -> AsyncIterator[Generated]:
-        """Summarize the oldest verbatim turns when they pass ``budget`` tokens."""
-        summary = store.latest_summary(self.db, session.id, card.id)
-        upto = summary[0] if summary else 0
-        turns = store.witnessed(self.db, session.id, card.id, after=upto)
-        if not turns:
-            return
-        parts = P.PromptParts(
-            card=card,
-            player=session.player_name,
-            names={c.id: c.name for c in [*members, card]},
-        )
-        lines = [_as_line(t) for t in turns]
-        sizes = [model.count_tokens(P.render_line(line, parts)[1]) + 4 for line in lines]
-        if sum(sizes) <= budget:
-            return
-        keep, cut = 0, len(lines)
-        for i in range(len(lines) - 1, -1, -1):
-            if keep + sizes[i] > budget // 2:
-                break
-            keep += sizes[i]
-            cut = i
-        if cut == 0:
-            return
-        folded = lines[:cut]
-        messages = P.summary_messages(
-            card, session.player_name, summary[1] if summary else None, folded, parts
-        )
-        request = GenerationRequest(
-            model=model.model_id,
-            messages=messages,
-            max_tokens=self.settings.summary_tokens,
-            temperature=0.2,
-        )
-        pieces: list[str] = []
-        finished: Finished | None = None
-        async for event in model.generate(request):
-            if isinstance(event, TextDelta):
-                pieces.append(event.text)
-            elif isinstance(event, Finished):
-                finished = event
-        if finished is not None:
-            yield Generated(finished.usage, finished.reason)
-        text = " ".join("".join(pieces).split())
-        if not text:  # keep the facts even when the model gives no summary
-            text = " ".join(P.render_line(line, parts)[1] for line in folded)[-600:]
-        store.add_summary(self.db, session, card.id, turns[cut - 1].seq, text)
 
 
 async def _aclose(events: AsyncIterator[Any]) -> None:

@@ -27,8 +27,7 @@ from ocak.characters.api import (
     TurnOut,
 )
 from ocak.characters.cards import Character, card_from_data, parse_card_bytes
-from ocak.characters.service import (
-    CharacterService,
+from ocak.characters.events import (
     Generated,
     Reset,
     Speaking,
@@ -37,6 +36,7 @@ from ocak.characters.service import (
     TurnEvent,
     TurnInput,
 )
+from ocak.characters.service import CharacterService
 from ocak.characters.serving import local_resolver
 from ocak.characters.tavern import TavernCardV2
 from ocak.errors import NotFound, OcakError
