@@ -337,3 +337,21 @@ def test_cli_add_list_show_rm(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
     assert r.exit_code == 1
     db = store.open_characters_db(tmp_path / "data")
     assert [c.id for c in store.list_characters(db)] == ["sera"]
+
+
+def test_history_shows_the_characters_own_turns_as_valid_packets(tmp_path: Path) -> None:
+    """In-context examples match the schema the model is held to (greeting included)."""
+    from ocak.characters.packet import parse_packet
+
+    script = Scripted(wire("Aye.", actions=[{"name": "follow", "parameters": {}}]))
+    service = make_service(tmp_path, script)
+    sid = service.create_session("p1", ["bram"], player_name="Ada").id
+    run_turn(service, sid, text="Hello.")
+    run_turn(service, sid, text="Follow me.")
+    messages = script.requests[-1].messages
+    assert messages is not None
+    own = [m.content for m in messages if m.role == "assistant"]
+    assert len(own) == 2  # the greeting and the first answer
+    card = service.card("bram")
+    for content in own:
+        parse_packet(content, card)

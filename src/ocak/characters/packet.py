@@ -24,7 +24,7 @@ from jsonschema import Draft202012Validator
 
 from ocak.characters.cards import Character
 from ocak.characters.directions import split_directions
-from ocak.characters.relationship import MAX_STEP
+from ocak.characters.relationship import DIMENSIONS, MAX_STEP
 from ocak.errors import OcakError
 
 NARRATION_MAX = 100
@@ -174,16 +174,16 @@ class ParsedPacket:
     actions: list[dict[str, Any]] = field(default_factory=list)
     change: dict[str, int] = field(default_factory=dict)
 
-    def wire(self) -> dict[str, Any]:
-        """The packet as the model would write it (the history the model sees next turn)."""
+    def wire(self, card: Character) -> dict[str, Any]:
+        """The packet as the model writes it for ``card`` (its history next turn)."""
         out: dict[str, Any] = {
             "text": self.text,
             "narration": self.narration,
             "emotion": {"label": self.emotion, "strength": round(self.strength * STRENGTH_MAX)},
         }
-        if self.actions:
+        if card.actions:
             out["actions"] = self.actions
-        out["relationship"] = self.change
+        out["relationship"] = {d: int(self.change.get(d, 0)) for d in DIMENSIONS}
         return out
 
 

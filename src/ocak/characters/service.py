@@ -51,6 +51,7 @@ from ocak.characters.packet import (
     NoValidPacket,
     PacketError,
     ParsedPacket,
+    narration_max,
     packet_token_bound,
     parse_packet,
     wire_schema,
@@ -138,12 +139,13 @@ class CharacterService:
         if len(spoken) > card.text_max_chars:
             spoken = spoken[: card.text_max_chars].rsplit(" ", 1)[0]
         emotion = "neutral" if "neutral" in card.emotions else card.emotions[0]
-        packet = ParsedPacket(spoken, " ".join(directions)[:120], emotion, 0.3, [], {})
+        narration = "; ".join(directions)[: narration_max(card)]
+        packet = ParsedPacket(spoken, narration, emotion, 0.3, [], {})
         return store.NewTurn(
             "character",
             spoken,
             speaker=card.id,
-            packet=self._stored(packet),
+            packet=self._stored(packet, card),
             memory=f"{card.name}: {spoken}",
         )
 
@@ -376,13 +378,13 @@ class CharacterService:
         if state.finished is None:
             raise OcakError("the engine ended a generation without a finish event")
 
-    def _stored(self, packet: ParsedPacket) -> dict[str, Any]:
+    def _stored(self, packet: ParsedPacket, card: Character) -> dict[str, Any]:
         return {
             "narration": packet.narration,
             "emotion": {"label": packet.emotion, "strength": packet.strength},
             "actions": packet.actions,
             "change": packet.change,
-            "wire": packet.wire(),
+            "wire": packet.wire(card),
         }
 
     def _commit(
@@ -402,7 +404,7 @@ class CharacterService:
             "character",
             packet.text,
             speaker=card.id,
-            packet=self._stored(packet),
+            packet=self._stored(packet, card),
             memory=f"{card.name}: {packet.text}" if packet.text else None,
         )
         seqs = store.add_turns(
