@@ -2,8 +2,10 @@
 
 Order, most stable first:
 
-1. system: the persona and the packet rules (fixed per character and player),
-   then the summary of older turns (changes only when history is folded);
+1. system: the persona and the packet rules (fixed per character, so sessions
+   of one character share them), the player's name and the scene (fixed per
+   session), then the summary of older turns (changes only when history is
+   folded);
 2. the witnessed history in order: the character's own packets as assistant
    messages, everything else (the player, events, other characters) as user
    lines; consecutive lines of one role are merged (templates that require
@@ -74,10 +76,14 @@ def _action_line(name: str, description: str, parameters: dict[str, Any]) -> str
 
 
 def system_prompt(card: Character, player: str, scene: str = "") -> str:
-    """The fixed part: persona and packet rules (no per-turn state here)."""
+    """The fixed part: persona and packet rules (no per-turn state here).
+
+    What depends on the player and the scene comes last, so every session with
+    this character shares the persona and rules as a cached prefix.
+    """
     n = card.name
     parts = [
-        f"You are {n}, a character in a game, talking with {player}. Stay in character; "
+        f"You are {n}, a character in a game. Stay in character; "
         "never say you are an AI or a language model.",
         f"Persona: {card.persona}",
     ]
@@ -93,8 +99,6 @@ def system_prompt(card: Character, player: str, scene: str = "") -> str:
         always = [e.content.strip() for e in card.lorebook.entries if e.constant and e.enabled]
         if always:
             parts.append("World:\n" + "\n".join(always))
-    if scene:
-        parts.append(f"Scene: {scene}")
     rules = [
         "Answer every turn with one JSON object:",
         f'- "text": only the words {n} says aloud, short; no actions, no asterisks.',
@@ -112,9 +116,12 @@ def system_prompt(card: Character, player: str, scene: str = "") -> str:
         )
     rules.append(
         f'- "relationship": how this exchange changes {n}\'s trust and respect '
-        f"(-{MAX_STEP} to {MAX_STEP}) and familiarity (0 to {MAX_STEP}) toward {player}."
+        f"(-{MAX_STEP} to {MAX_STEP}) and familiarity (0 to {MAX_STEP}) toward the player."
     )
     parts.append("\n".join(rules))
+    parts.append(
+        f"{n} is talking with {player}, the player." + (f"\nScene: {scene}" if scene else "")
+    )
     return fill("\n\n".join(parts), player)
 
 
