@@ -53,7 +53,10 @@ class Settings(BaseSettings):
         120.0, gt=0, description="Seconds a request may wait in the queue before 503."
     )
     prefill_chunk: int = Field(
-        256, ge=16, le=8192, description="Prompt tokens processed per decode step."
+        128,
+        ge=16,
+        le=4096,
+        description="Prompt tokens per prefill chunk (and the unit of prefix reuse).",
     )
     data_dir: Path = Field(default_factory=default_data_dir, description="ocak's data folder.")
     log_level: str = Field("info", description="Log level: debug, info, warning, error.")

@@ -41,7 +41,7 @@ class LlamaCppEngine(Engine):
         threads: int | None = None,
         max_queue: int = 64,
         queue_timeout: float = 120.0,
-        prefill_chunk: int = 256,
+        prefill_chunk: int = 128,
     ) -> None:
         super().__init__(model_id)
         self.path = path
@@ -130,8 +130,13 @@ class LlamaCppEngine(Engine):
         return tokens
 
     def make_mask(self, request: GenerationRequest) -> LogitsMask | None:
-        """Constrained decoding hook; engines that support it override this."""
-        return None
+        """A grammar mask for a constrained request (runs off the event loop)."""
+        if request.constraint is None:
+            return None
+        from ocak.engines.llamacpp.constrain import GrammarMask
+        from ocak.structured.grammar import compile_constraint
+
+        return GrammarMask(self._ready_model(), compile_constraint(request.constraint))
 
     async def generate(self, request: GenerationRequest) -> AsyncIterator[GenerationEvent]:
         scheduler = self.scheduler
@@ -151,6 +156,9 @@ class LlamaCppEngine(Engine):
                 raise ContextLengthExceeded(
                     prompt_tokens=len(tokens), max_tokens=max_tokens, context=self.ctx_size
                 )
+        mask = None
+        if request.constraint is not None:
+            mask = await asyncio.to_thread(self.make_mask, request)
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[Event] = asyncio.Queue()
 
@@ -173,7 +181,7 @@ class LlamaCppEngine(Engine):
             stop=request.stop,
             emit=emit,
             deadline=time.monotonic() + timeout,
-            mask=self.make_mask(request),
+            mask=mask,
         )
         scheduler.submit(job)
         done = False

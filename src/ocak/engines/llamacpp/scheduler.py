@@ -14,7 +14,6 @@ Events go back to the asking coroutine through ``Job.emit`` (thread-safe).
 from __future__ import annotations
 
 import collections
-import ctypes
 import logging
 import threading
 import time
@@ -34,9 +33,6 @@ from ocak.protocol.generation import Finished, FinishReason, TextDelta, Usage
 log = logging.getLogger("ocak.scheduler")
 
 Event = TextDelta | Finished | OcakError
-
-# Below this many shared tokens, copying another slot's prefix is not worth it.
-MIN_SHARED_PREFIX = 16
 
 
 @dataclass(eq=False)
@@ -66,10 +62,16 @@ class Job:
 
 @dataclass(eq=False)
 class Slot:
-    """A KV-cache sequence id and the tokens whose cells it holds."""
+    """A KV-cache sequence id and the tokens whose cells it holds.
+
+    ``reusable`` counts the leading cells computed as whole, aligned prompt
+    chunks: only those may serve another prompt, because only they are
+    computed exactly as a fresh prompt would compute them.
+    """
 
     seq: int
     tokens: list[int] = field(default_factory=list)
+    reusable: int = 0
     job: Job | None = None
     last_used: float = 0.0
 
@@ -94,15 +96,13 @@ class Scheduler:
         threads: int,
         max_queue: int,
         prefill_chunk: int,
-        unified_kv: bool = False,
     ) -> None:
         self.model = model
         self.parallel = parallel
         self.ctx_size = ctx_size
         self.max_queue = max_queue
         self.prefill_chunk = prefill_chunk
-        self.n_batch = max(512, prefill_chunk + parallel)
-        self.unified_kv = unified_kv
+        self.n_batch = max(512, prefill_chunk, parallel)
         params = C.llama_context_default_params()
         params.n_ctx = parallel * ctx_size
         params.n_batch = self.n_batch
@@ -110,7 +110,9 @@ class Scheduler:
         params.n_seq_max = parallel
         params.n_threads = threads
         params.n_threads_batch = threads
-        params.kv_unified = unified_kv
+        # One KV stream per sequence: a sequence's attention never sees, nor depends
+        # on, another's cells (a unified cache changes greedy answers under load).
+        params.kv_unified = False
         params.no_perf = True
         self.ctx = C.llama_init_from_model(model.ptr, params)
         if not self.ctx:
@@ -221,26 +223,34 @@ class Scheduler:
         self.waiting = kept
 
     def _place(self, job: Job, free: list[Slot]) -> None:
-        """Give ``job`` the free slot that already holds most of its prompt."""
-        best = max(free, key=lambda s: (common_prefix(s.tokens, job.tokens), -s.last_used))
-        shared = common_prefix(best.tokens, job.tokens)
-        # Another slot (busy or not) may hold a longer prefix: copy its cells.
-        donor = max(self.slots, key=lambda s: common_prefix(s.tokens, job.tokens))
-        donor_shared = common_prefix(donor.tokens, job.tokens)
-        if donor is not best and donor_shared >= shared + MIN_SHARED_PREFIX:
-            C.llama_memory_seq_rm(self.mem, best.seq, -1, -1)
-            if self.unified_kv:  # cells are shared, nothing is copied
-                C.llama_memory_seq_cp(self.mem, donor.seq, best.seq, 0, donor_shared)
-            else:  # separate streams: llama.cpp copies the whole stream, then we trim it
-                C.llama_memory_seq_cp(self.mem, donor.seq, best.seq, -1, -1)
-            best.tokens = donor.tokens[:donor_shared]
-            shared = donor_shared
-        # At least one prompt token must be decoded to get logits.
-        shared = min(shared, len(job.tokens) - 1)
+        """Give ``job`` a free slot, reusing cached prompt cells where they are canonical.
+
+        Cells are reused only in whole prefill chunks (see ``Slot.reusable``), so a
+        prompt is computed the same way whether its prefix was cached or not, and a
+        greedy answer does not depend on what ran before it.
+        """
+        chunk = self.prefill_chunk
+        limit = (len(job.tokens) - 1) // chunk * chunk  # at least one token left to decode
+
+        def reusable(slot: Slot) -> int:
+            n = min(common_prefix(slot.tokens, job.tokens), slot.reusable, limit)
+            return n // chunk * chunk
+
+        # The most reusable free slot; among equals the lowest sequence id, which keeps
+        # running sequences contiguous (llama.cpp batches contiguous ids together).
+        best = max(free, key=lambda s: (reusable(s), -s.seq))
+        shared = reusable(best)
+        donor = max(self.slots, key=reusable)
+        if donor is not best and reusable(donor) >= shared + chunk:
+            # Separate KV streams: llama.cpp copies the donor's whole stream; trim after.
+            shared = reusable(donor)
+            C.llama_memory_seq_cp(self.mem, donor.seq, best.seq, -1, -1)
+            best.tokens = donor.tokens[:shared]
         if not C.llama_memory_seq_rm(self.mem, best.seq, shared, -1):
             C.llama_memory_seq_rm(self.mem, best.seq, -1, -1)
             shared = 0
         best.tokens = job.tokens[:shared]
+        best.reusable = shared
         best.job = job
         job.slot = best
         job.cached = shared
@@ -250,54 +260,63 @@ class Scheduler:
         job.admitted_at = time.monotonic()
 
     def _step(self) -> None:
-        """Build one batch, decode it, and sample every sequence that has logits."""
-        batch = self.batch
-        n = 0
-        outputs: list[tuple[Job, int]] = []
-        active = [s.job for s in self.slots if s.job is not None]
-        for job in active:
-            if job.cancelled:
-                self._finish(job, "cancelled")
+        """One iteration: a decode call for every generating sequence, then prompt chunks.
+
+        Generating sequences advance together in one ``llama_decode`` (one token
+        each, in sequence-id order so llama.cpp keeps them in one micro-batch).
+        Prompts are processed in chunks of ``prefill_chunk`` tokens aligned to
+        multiples of it, each chunk in a call of its own: the same chunks whatever
+        else is running, so concurrency never changes an answer.
+        """
+        for slot in self.slots:
+            if slot.job is not None and slot.job.cancelled:
+                self._finish(slot.job, "cancelled")
         active = [s.job for s in self.slots if s.job is not None]
         if not active:
             return
         generating = [j for j in active if not j.pending and j.last_token is not None]
-        for job in generating:
-            assert job.slot is not None and job.last_token is not None
-            self._add(n, job.last_token, len(job.slot.tokens), job.slot.seq, True)
-            job.slot.tokens.append(job.last_token)
-            outputs.append((job, n))
-            n += 1
-        budget = self.prefill_chunk if generating else self.n_batch - n
-        budget = min(budget, self.n_batch - n)
-        for job in active:
-            if not job.pending or budget <= 0:
+        if generating:
+            outputs = []
+            for i, job in enumerate(generating):
+                assert job.slot is not None and job.last_token is not None
+                self._add(i, job.last_token, len(job.slot.tokens), job.slot.seq, True)
+                job.slot.tokens.append(job.last_token)
+                outputs.append((job, i))
+            self._decode(len(generating))
+            for job, index in outputs:
+                self._sample(job, index)
+        budget = self.prefill_chunk if generating else self.n_batch
+        prefilling = sorted((j for j in active if j.pending), key=lambda j: j.admitted_at)
+        for job in prefilling:
+            if budget <= 0:
+                break
+            if job.cancelled or job.slot is None:
                 continue
-            assert job.slot is not None
-            take = job.pending[:budget]
+            slot = job.slot
+            start = len(slot.tokens)
+            take = job.pending[: self.prefill_chunk - start % self.prefill_chunk]
             job.pending = job.pending[len(take) :]
             budget -= len(take)
+            last = not job.pending
             for k, tok in enumerate(take):
-                last = not job.pending and k == len(take) - 1
-                self._add(n, tok, len(job.slot.tokens), job.slot.seq, last)
-                job.slot.tokens.append(tok)
-                if last:
-                    outputs.append((job, n))
-                n += 1
-        batch.n_tokens = n
-        rc = C.llama_decode(self.ctx, batch)
+                self._add(k, tok, start + k, slot.seq, last and k == len(take) - 1)
+            slot.tokens.extend(take)
+            self._decode(len(take))
+            if len(slot.tokens) % self.prefill_chunk == 0:
+                slot.reusable = len(slot.tokens)
+            if last:
+                self._sample(job, len(take) - 1)
+
+    def _decode(self, n: int) -> None:
+        self.batch.n_tokens = n
+        rc = C.llama_decode(self.ctx, self.batch)
         if rc == 1:
             # No room in the KV cache: drop cached cells of idle slots and retry once.
             self._evict_idle()
-            rc = C.llama_decode(self.ctx, batch)
+            rc = C.llama_decode(self.ctx, self.batch)
         if rc != 0:
             raise EngineError(f"llama_decode returned {rc}")
         self.decode_steps += 1
-        for job, index in outputs:
-            if job.cancelled:
-                self._finish(job, "cancelled")
-                continue
-            self._sample(job, index)
 
     def _add(self, i: int, token: int, pos: int, seq: int, logits: bool) -> None:
         b = self.batch
@@ -312,6 +331,7 @@ class Scheduler:
             if slot.job is None and slot.tokens:
                 C.llama_memory_seq_rm(self.mem, slot.seq, -1, -1)
                 slot.tokens = []
+                slot.reusable = 0
 
     def _sample(self, job: Job, index: int) -> None:
         assert job.sampler is not None and job.stops is not None
@@ -352,6 +372,7 @@ class Scheduler:
         if slot is not None:
             C.llama_memory_seq_rm(self.mem, slot.seq, -1, -1)
             slot.tokens = []
+            slot.reusable = 0
         self._release(job, slot)
 
     def _release(self, job: Job, slot: Slot | None) -> None:
@@ -375,13 +396,7 @@ class Scheduler:
             "ctx_size": self.ctx_size,
             "kv_tokens": self.kv_tokens,
             "kv_bytes": per_token * self.kv_tokens,
-            "unified": self.unified_kv,
         }
 
     def _arch(self) -> str:
         return self.model.meta("general.architecture") or "llama"
-
-
-def ctypes_float_array(ptr: Any, n: int) -> Any:
-    """View ``n`` floats at ``ptr`` as a ctypes array (for logits masks)."""
-    return ctypes.cast(ptr, ctypes.POINTER(ctypes.c_float * n)).contents
