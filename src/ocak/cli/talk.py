@@ -44,7 +44,7 @@ async def _stream(engine: Engine, request: GenerationRequest) -> tuple[str, Fini
             pieces.append(event.text)
             sys.stdout.write(event.text)
             sys.stdout.flush()
-        else:
+        elif isinstance(event, Finished):
             finished = event
     return "".join(pieces), finished
 

@@ -25,12 +25,16 @@ class Message:
 
 @dataclass(slots=True)
 class Constraint:
-    """A decoding constraint: a JSON schema, or any JSON object when schema is None."""
+    """A decoding constraint the output must match.
 
-    kind: Literal["json"] = "json"
+    ``kind="json"``: JSON valid against ``schema`` (any JSON object when None).
+    ``kind="lark"``: the Lark grammar in ``grammar`` (llguidance syntax, which can
+    embed JSON schemas with ``%json {...}``).
+    """
+
+    kind: Literal["json", "lark"] = "json"
     schema: dict[str, Any] | None = None
-    # Set by engines that compile it; opaque to everyone else.
-    compiled: Any = None
+    grammar: str | None = None
 
 
 @dataclass(slots=True)
@@ -72,6 +76,16 @@ class TextDelta:
 
 
 @dataclass(frozen=True, slots=True)
+class ToolCallDelta:
+    """Part of a tool call: the first delta of a call has ``id`` and ``name``."""
+
+    index: int
+    arguments: str = ""
+    id: str | None = None
+    name: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Finished:
     """The last event of every generation."""
 
@@ -79,4 +93,4 @@ class Finished:
     usage: Usage
 
 
-GenerationEvent = TextDelta | Finished
+GenerationEvent = TextDelta | ToolCallDelta | Finished

@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import time
 import uuid
-from typing import Annotated, Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from ocak.errors import InvalidRequest, UnsupportedParameter
 from ocak.protocol.generation import GenerationRequest, Message
+
+if TYPE_CHECKING:
+    from ocak.structured.chat import ChatPlan
 
 MAX_STOP_SEQUENCES = 16
 
@@ -157,16 +160,17 @@ class ChatCompletionRequest(_SamplingFields):
     messages: list[ChatMessage] = Field(min_length=1)
     max_tokens: PositiveInt | None = None
     max_completion_tokens: PositiveInt | None = None
+    tools: list[dict[str, Any]] | None = None
+    tool_choice: str | dict[str, Any] | None = None
+    parallel_tool_calls: bool | None = None
+    response_format: dict[str, Any] | None = None
 
     UNSUPPORTED: ClassVar[dict[str, tuple[Any, ...]]] = {
         "logprobs": (None, False),
         "top_logprobs": (None, 0),
         "logit_bias": (None, {}),
-        "tools": (None, []),
-        "tool_choice": (None, "none", "auto"),
         "functions": (None, []),
         "function_call": (None, "none", "auto"),
-        "response_format": (None, {"type": "text"}),
         "audio": (None,),
         "modalities": (None, ["text"]),
         "prediction": (None,),
@@ -174,12 +178,25 @@ class ChatCompletionRequest(_SamplingFields):
     }
 
     def to_generation_request(self) -> GenerationRequest:
+        """The engine request, with tools and response_format folded in."""
+        return self.plan().request
+
+    def plan(self) -> ChatPlan:
+        """The engine request plus how to read its output (tool calls, JSON)."""
+        from ocak.structured.chat import plan_chat
+
         self._refuse_unsupported(self.UNSUPPORTED)
         self._check_n()
-        return GenerationRequest(
+        request = GenerationRequest(
             messages=[m.to_message(i) for i, m in enumerate(self.messages)],
             max_tokens=self.max_completion_tokens or self.max_tokens,
             **self._sampling(),
+        )
+        return plan_chat(
+            request,
+            tools=self.tools,
+            tool_choice=self.tool_choice,
+            response_format=self.response_format,
         )
 
 

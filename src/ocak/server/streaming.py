@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 from starlette.requests import Request
 
 from ocak.errors import OcakError
-from ocak.protocol.generation import Finished, GenerationEvent, TextDelta
+from ocak.protocol.generation import Finished, GenerationEvent, TextDelta, ToolCallDelta
 from ocak.server.tracking import RequestRecord
 
 T = TypeVar("T")
@@ -60,7 +60,7 @@ class Primed:
     def _track(self, event: GenerationEvent) -> GenerationEvent:
         record = self.record
         if record is not None:
-            if isinstance(event, TextDelta):
+            if isinstance(event, TextDelta | ToolCallDelta):
                 record.first_token()
             elif isinstance(event, Finished):
                 record.first_token()
@@ -89,18 +89,32 @@ async def prime(
 
 
 @dataclass(slots=True)
+class CollectedCall:
+    id: str
+    name: str
+    arguments: str
+
+
+@dataclass(slots=True)
 class Collected:
     text: str
     finished: Finished
+    tool_calls: list[CollectedCall]
 
 
 async def collect(primed: Primed) -> Collected:
+    """The stream gathered into one answer (text, tool calls, finish)."""
     pieces: list[str] = []
+    calls: list[CollectedCall] = []
     async for event in primed.events():
         if isinstance(event, TextDelta):
             pieces.append(event.text)
+        elif isinstance(event, ToolCallDelta):
+            if event.id is not None:
+                calls.append(CollectedCall(event.id, event.name or "", ""))
+            calls[event.index].arguments += event.arguments
         else:
-            return Collected("".join(pieces), event)
+            return Collected("".join(pieces), event, calls)
     raise OcakError("the engine ended a generation without a finish event")
 
 

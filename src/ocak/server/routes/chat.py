@@ -9,13 +9,15 @@ from fastapi import APIRouter, Request
 from fastapi.responses import StreamingResponse
 
 from ocak.errors import OcakError
-from ocak.protocol.generation import Finished, TextDelta, Usage
+from ocak.protocol.generation import Finished, TextDelta, ToolCallDelta, Usage
 from ocak.protocol.openai import (
     AssistantMessage,
     ChatChoice,
     ChatCompletion,
     ChatCompletionRequest,
     ErrorResponse,
+    ToolCall,
+    ToolCallFunction,
     UsageInfo,
     new_id,
     now,
@@ -60,8 +62,8 @@ async def chat_completions(body: ChatCompletionRequest, request: Request) -> Any
     admit(request, body)  # key may use the model (403), input caps (400), limits (429)
     engine = state.engines.get(body.model)
     record.backend, record.locality = f"{engine.kind}:{engine.model_id}", "local"
-    generation = body.to_generation_request()
-    primed = await prime(engine.generate(generation), record)
+    plan = body.plan()
+    primed = await prime(plan.wrap(engine.generate(plan.request)), record)
     cid, created = new_id("chatcmpl"), now()
     if body.stream:
         frames = chat_frames(primed, cid, created, body.model, body.include_usage)
@@ -73,7 +75,17 @@ async def chat_completions(body: ChatCompletionRequest, request: Request) -> Any
         model=body.model,
         choices=[
             ChatChoice(
-                message=AssistantMessage(content=result.text),
+                message=AssistantMessage(
+                    content=result.text if not result.tool_calls else (result.text or None),
+                    tool_calls=[
+                        ToolCall(
+                            id=c.id,
+                            function=ToolCallFunction(name=c.name, arguments=c.arguments),
+                        )
+                        for c in result.tool_calls
+                    ]
+                    or None,
+                ),
                 finish_reason=result.finished.reason,
             )
         ],
@@ -103,6 +115,14 @@ async def chat_frames(
         async for event in primed.events():
             if isinstance(event, TextDelta):
                 yield chunk({"content": event.text})
+            elif isinstance(event, ToolCallDelta):
+                call: dict[str, Any] = {"index": event.index}
+                if event.id is not None:
+                    call.update(id=event.id, type="function")
+                    call["function"] = {"name": event.name, "arguments": event.arguments}
+                else:
+                    call["function"] = {"arguments": event.arguments}
+                yield chunk({"tool_calls": [call]})
             elif isinstance(event, Finished):
                 yield chunk({}, event.reason)
                 if include_usage:

@@ -1,0 +1,1 @@
+"""Structured output for local engines: grammars from JSON schemas, and tool calls."""
