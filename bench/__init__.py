@@ -1,0 +1,1 @@
+"""Benchmarks and soaks: each starts what it measures and writes BENCHMARKS.md."""

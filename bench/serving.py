@@ -1,0 +1,357 @@
+"""Serving benchmark: ocak against llama.cpp in-process and llama-cpp-python's server.
+
+In one run on one machine: the raw engine (llama-cpp-python's ``Llama``
+streaming in-process, single stream: the baseline), ocak over HTTP at each
+concurrency level, and llama-cpp-python's own server at the same levels
+(interleaved level by level, so machine noise hits all of them alike). Optionally
+llama.cpp's C++ ``llama-server`` too, when ``LLAMA_SERVER`` names its binary.
+Then time to first token with a ~1,000-token system prompt, reused or not.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from bench.common import (
+    ROOT,
+    LevelResult,
+    Process,
+    free_port,
+    header,
+    percentile,
+    run_level,
+    table,
+    write_section,
+)
+from ocak.models.store import default_model_path
+
+TOPICS = [
+    "a lighthouse keeper who finds a message in a bottle",
+    "a dragon who is afraid of fire",
+    "two rival bakers in a small mountain town",
+    "a robot learning to paint in an old museum",
+    "a sailor lost in a storm near an unknown island",
+    "a child who can talk to birds in the city",
+    "a detective solving a mystery on a night train",
+    "a farmer whose crops grow overnight into a forest",
+]
+MAX_TOKENS = 96
+LEVELS = [1, 2, 4, 8, 16]
+THREADS = int(os.environ.get("OCAK_BENCH_THREADS", str(os.cpu_count() or 2)))
+CTX = 2048
+
+
+def prompt(i: int) -> str:
+    return (
+        "You are a storyteller. Write a long and detailed story about "
+        f"{TOPICS[i % len(TOPICS)]}. Describe the place, the people, and everything "
+        "that happens to them, from the beginning to the end."
+    )
+
+
+def chat_body(i: int) -> dict[str, Any]:
+    return {
+        "model": "default",
+        "messages": [{"role": "user", "content": prompt(i)}],
+        "max_tokens": MAX_TOKENS,
+        "temperature": 0.7,
+        "seed": i,
+        "stream": True,
+        "stream_options": {"include_usage": True},
+    }
+
+
+def raw_engine(runs: int = 3) -> list[float]:
+    """llama-cpp-python's ``Llama`` in-process, streaming, single stream: tokens/s per run."""
+    from llama_cpp import Llama
+
+    llm = Llama(
+        str(default_model_path()),
+        n_ctx=CTX,
+        n_threads=THREADS,
+        n_threads_batch=THREADS,
+        verbose=False,
+    )
+    rates = []
+    for i in range(runs):
+        start = time.perf_counter()
+        tokens = 0
+        for _ in llm.create_chat_completion(
+            messages=[{"role": "user", "content": prompt(i)}],
+            max_tokens=MAX_TOKENS,
+            temperature=0.7,
+            seed=i,
+            stream=True,
+        ):
+            tokens += 1
+        # The first chunk carries only the role; the rest one token each.
+        rates.append((tokens - 1) / (time.perf_counter() - start))
+    del llm
+    return rates
+
+
+def start_servers(model: Path) -> dict[str, Process]:
+    servers: dict[str, Process] = {}
+    port = free_port()
+    servers["ocak"] = Process(
+        "ocak",
+        [
+            sys.executable,
+            "-m",
+            "ocak",
+            "serve",
+            "--model",
+            "default",
+            "--port",
+            str(port),
+            "--parallel",
+            "16",
+            "--ctx-size",
+            str(CTX),
+            "--threads",
+            str(THREADS),
+            "--max-queue",
+            "64",
+            "--log-level",
+            "warning",
+        ],
+        port,
+    )
+    port = free_port()
+    servers["llama-cpp-python server"] = Process(
+        "llama-cpp-python",
+        [
+            sys.executable,
+            "-m",
+            "llama_cpp.server",
+            "--model",
+            str(model),
+            "--model_alias",
+            "default",
+            "--port",
+            str(port),
+            "--n_ctx",
+            str(CTX),
+            "--n_threads",
+            str(THREADS),
+            "--n_threads_batch",
+            str(THREADS),
+            # Queue concurrent requests instead of cutting the running stream off.
+            "--interrupt_requests",
+            "False",
+        ],
+        port,
+        ready_path="/v1/models",
+    )
+    binary = os.environ.get("LLAMA_SERVER")
+    if binary:
+        port = free_port()
+        servers["llama.cpp llama-server"] = Process(
+            "llama-server",
+            [
+                binary,
+                "-m",
+                str(model),
+                "--port",
+                str(port),
+                "-np",
+                "16",
+                "-c",
+                str(CTX * 16),
+                "-t",
+                str(THREADS),
+                "--alias",
+                "default",
+                "--cont-batching",
+            ],
+            port,
+        )
+    for s in servers.values():
+        s.wait()
+    return servers
+
+
+async def prefix_reuse(url: str, n: int = 5) -> tuple[list[float], list[float]]:
+    """TTFT with a ~1,000-token system prompt: identical each time, or varied at its start."""
+    import httpx
+
+    from bench.common import stream_chat
+
+    rules = " ".join(
+        f"Rule {k}: the innkeeper greets travellers, remembers their names, keeps the fire "
+        "burning, and never tells anyone about the cellar."
+        for k in range(40)
+    )
+
+    def body(system: str, i: int) -> dict[str, Any]:
+        return {
+            "model": "default",
+            "messages": [
+                {"role": "system", "content": system},
+                {"role": "user", "content": f"Question {i}: who are you?"},
+            ],
+            "max_tokens": 8,
+            "stream": True,
+        }
+
+    reused, fresh = [], []
+    async with httpx.AsyncClient(timeout=300) as http:
+        chat = f"{url}/v1/chat/completions"
+        await stream_chat(http, chat, body(rules, -1))  # warm the cache
+        for i in range(n):
+            r = await stream_chat(http, chat, body(rules, i))
+            reused.append(r.ttft)
+            r = await stream_chat(http, chat, body(f"Session {i} {time.time()}. {rules}", i))
+            fresh.append(r.ttft)
+    return reused, fresh
+
+
+def plot(results: dict[str, list[LevelResult]], baseline: float, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for name, levels in results.items():
+        ax.plot(
+            [lv.concurrency for lv in levels],
+            [lv.aggregate_tps for lv in levels],
+            marker="o",
+            label=name,
+        )
+    ax.axhline(baseline, color="grey", linestyle="--", label="llama.cpp in-process, 1 stream")
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(LEVELS, [str(c) for c in LEVELS])
+    ax.set_xlabel("concurrent streams")
+    ax.set_ylabel("aggregate tokens/s")
+    ax.set_title("SmolLM2-135M Q4_1, streaming chat, 2 CPU cores")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def main(levels: list[int] = LEVELS) -> None:
+    model = default_model_path()
+    print(f"raw engine baseline ({THREADS} threads)...", flush=True)
+    base_runs = raw_engine()
+    servers = start_servers(model)
+    results: dict[str, list[LevelResult]] = {name: [] for name in servers}
+    try:
+        for c in levels:
+            for name, srv in servers.items():
+                requests = max(4, 2 * c)
+                lv = asyncio.run(
+                    run_level(f"{srv.url}/v1/chat/completions", c, requests, chat_body)
+                )
+                results[name].append(lv)
+                print(
+                    f"{name:28s} c={c:2d} agg={lv.aggregate_tps:6.1f} tok/s "
+                    f"stream={lv.per_stream_tps:5.1f} ttft50={lv.ttft(50):.2f}s "
+                    f"ttft95={lv.ttft(95):.2f}s errors={lv.errors}",
+                    flush=True,
+                )
+        print("prefix reuse...", flush=True)
+        reused, fresh = asyncio.run(prefix_reuse(servers["ocak"].url))
+        base_runs += raw_engine(2)  # baseline again at the end: the machine drifts
+    finally:
+        for srv in servers.values():
+            srv.stop()
+    baseline = statistics.median(base_runs)
+    report(results, baseline, base_runs, reused, fresh)
+
+
+def report(
+    results: dict[str, list[LevelResult]],
+    baseline: float,
+    base_runs: list[float],
+    reused: list[float],
+    fresh: list[float],
+) -> None:
+    rows = []
+    for name, levels in results.items():
+        for lv in levels:
+            rows.append(
+                [
+                    name,
+                    lv.concurrency,
+                    lv.aggregate_tps,
+                    lv.aggregate_tps / baseline,
+                    lv.per_stream_tps,
+                    lv.ttft(50),
+                    lv.ttft(95),
+                    lv.errors,
+                ]
+            )
+    ocak = {lv.concurrency: lv for lv in results["ocak"]}
+    peer = {lv.concurrency: lv for lv in results["llama-cpp-python server"]}
+    cpp = {lv.concurrency: lv for lv in results.get("llama.cpp llama-server", [])}
+    checks = []
+    if 1 in ocak:
+        checks.append(
+            ("single stream over HTTP / raw engine", ocak[1].per_stream_tps / baseline, ">= 0.95")
+        )
+    for c in (8, 16):
+        if c in ocak and c in peer:
+            checks.append(
+                (
+                    f"aggregate at {c} / llama-cpp-python server",
+                    ocak[c].aggregate_tps / peer[c].aggregate_tps,
+                    ">= 1.4",
+                )
+            )
+        if c in ocak and c in cpp:
+            checks.append(
+                (
+                    f"aggregate at {c} / llama.cpp llama-server",
+                    ocak[c].aggregate_tps / cpp[c].aggregate_tps,
+                    ">= 1.0",
+                )
+            )
+    if 16 in ocak:
+        checks.append(("errors at 16 streams", float(ocak[16].errors), "0"))
+    if 1 in ocak and 8 in ocak:
+        checks.append(("TTFT p50 at 8 / at 1", ocak[8].ttft(50) / ocak[1].ttft(50), "<= 3"))
+    plot_path = ROOT / "bench" / "results" / "serving.png"
+    plot_path.parent.mkdir(parents=True, exist_ok=True)
+    plot(results, baseline, plot_path)
+    body = header("make bench  (python -m bench serving)", "ocak", "llama_cpp_python")
+    body += (
+        f"\nModel: SmolLM2-135M-Instruct Q4_1 (the embedded default). Streaming chat, prompts of "
+        f"~50 tokens, max_tokens {MAX_TOKENS}, temperature 0.7, {THREADS} threads everywhere. "
+        f"Each level sends max(4, 2 x concurrency) requests, closed loop; levels interleaved "
+        f"across servers. Baseline (llama-cpp-python `Llama` in-process, single stream): "
+        f"{baseline:.1f} tokens/s (median of {len(base_runs)} runs: "
+        f"{', '.join(f'{r:.0f}' for r in base_runs)}).\n\n"
+    )
+    body += table(
+        [
+            "server",
+            "streams",
+            "aggregate tok/s",
+            "x baseline",
+            "per-stream tok/s",
+            "TTFT p50 s",
+            "TTFT p95 s",
+            "errors",
+        ],
+        rows,
+    )
+    body += "\n\nTargets (ratios within this run):\n\n"
+    body += table(["check", "measured", "target"], [[n, v, t] for n, v, t in checks])
+    body += (
+        "\n\nPrefix reuse (ocak, one stream, ~1,000-token system prompt, time to first token): "
+        f"identical system prompt (cells reused) p50 {percentile(reused, 50):.3f} s; "
+        f"system prompt changed at its start (nothing reusable) p50 {percentile(fresh, 50):.3f} s; "
+        f"ratio {percentile(fresh, 50) / percentile(reused, 50):.1f}x.\n\n"
+        "![aggregate tokens/s against concurrency](bench/results/serving.png)\n"
+    )
+    write_section("serving", "Serving: ocak against llama.cpp and llama-cpp-python", body)
+    print(body)
