@@ -133,7 +133,7 @@ def ocak_cmd(*args: str) -> list[str]:
     return [sys.executable, "-m", "ocak", *args]
 
 
-def start_server(data: Path) -> Server:
+def start_server(data: Path, threads: int) -> Server:
     env = {**os.environ, "OCAK_DATA_DIR": str(data)}
     keys = {}
     for name, extra in (
@@ -153,6 +153,7 @@ def start_server(data: Path) -> Server:
             "serve", "--port", str(port), "--parallel", "8", "--ctx-size", "1024",
             "--max-queue", "64", "--max-tokens-limit", str(MAX_TOKENS),
             "--max-messages", str(MAX_MESSAGES), "--max-body-bytes", str(BODY_LIMIT),
+            "--threads", str(threads), "--queue-timeout", "600",
         ),
         env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT,
     )  # fmt: skip
@@ -401,11 +402,17 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=2000)
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--warmup", type=int, default=100, help="requests before the first RSS")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="llama.cpp threads (1: steady on a machine shared with other jobs)",
+    )
     parser.add_argument("--no-write", action="store_true", help="do not touch BENCHMARKS.md")
     args = parser.parse_args()
 
     data = Path(tempfile.mkdtemp(prefix="ocak-soak-"))
-    server = start_server(data)
+    server = start_server(data, args.threads)
     rss_loaded = server.rss_mb()
     kinds = plan(args.requests)
     outcomes = [Outcome(i, k, f"soak-{i:05d}") for i, k in enumerate(kinds)]
@@ -475,13 +482,14 @@ def main() -> None:
     body = "\n".join(
         [
             f"Command: `python -m bench.soak --requests {args.requests} "
-            f"--concurrency {args.concurrency}`  ",
+            f"--concurrency {args.concurrency} --threads {args.threads}`  ",
             f"Date: {datetime.now(UTC).strftime('%Y-%m-%d %H:%M UTC')}  ",
             f"Machine: {machine()}  ",
             f"Python {sys.version.split()[0]}; {versions}",
             "",
             "One `ocak serve` on the default model (`--parallel 8 --ctx-size 1024 "
-            f"--max-tokens-limit {MAX_TOKENS}`, keys and usage records on), {args.requests} "
+            f"--max-tokens-limit {MAX_TOKENS} --threads {args.threads} --queue-timeout 600`, "
+            f"keys and usage records on), {args.requests} "
             f"requests from {args.concurrency} concurrent clients in {wall:.0f} s. Mix: {mix}.",
             "",
             table,
