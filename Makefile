@@ -23,6 +23,14 @@ $(VENV)/.installed-dev: pyproject.toml $(VENV)/.installed
 	$(BIN)/pip install --quiet -e '.[dev]'
 	@touch $@
 
+# The AutoGen example's own environment (an application talking to ocak over HTTP).
+AUTOGEN_VENV := .venv-autogen
+$(AUTOGEN_VENV)/.installed: examples/requirements-autogen.txt
+	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "error: $(PYTHON) not found"; exit 1; }
+	$(PYTHON) -m venv $(AUTOGEN_VENV)
+	$(AUTOGEN_VENV)/bin/pip install --quiet -r examples/requirements-autogen.txt
+	@touch $@
+
 install: $(VENV)/.installed
 
 dev: $(VENV)/.installed-dev
@@ -31,7 +39,7 @@ serve: install
 	$(BIN)/ocak serve $(ARGS)
 
 # The whole suite. pytest exits 5 when no test was collected: not a failure here.
-test: dev
+test: dev $(AUTOGEN_VENV)/.installed
 	$(BIN)/python -m pytest $(ARGS); rc=$$?; if [ $$rc -eq 5 ]; then exit 0; fi; exit $$rc
 
 # Regenerate the gRPC code (src/ocak/grpc/v1) from proto/; commit the result.

@@ -101,7 +101,7 @@ def test_bad_bodies_are_400_naming_the_parameter(
         ({"n": 2}, "n"),
         ({"logprobs": True}, "logprobs"),
         ({"logit_bias": {"50256": -100}}, "logit_bias"),
-        ({"response_format": {"type": "json_object"}}, "response_format"),
+        ({"functions": [{"name": "f"}]}, "functions"),
         (
             {
                 "messages": [
@@ -117,6 +117,25 @@ def test_unsupported_openai_parameters_are_refused_by_name(
 ) -> None:
     body = {"model": "default", "messages": MSG, **extra}
     r = post(server, "/v1/chat/completions", body)
+    assert r.status_code == 400, r.text
+    assert error_of(r)["param"] == param
+
+
+@pytest.mark.engines("ctranslate2")
+@pytest.mark.parametrize(
+    ("extra", "param"),
+    [
+        ({"response_format": {"type": "json_object"}}, "response_format"),
+        (
+            {"tools": [{"type": "function", "function": {"name": "f"}}], "tool_choice": "required"},
+            "tools",
+        ),
+    ],
+)
+def test_engines_without_constrained_decoding_refuse_structured_output(
+    server: ServerProcess, engine: str, extra: dict[str, object], param: str
+) -> None:
+    r = post(server, "/v1/chat/completions", {"model": "default", "messages": MSG, **extra})
     assert r.status_code == 400, r.text
     assert error_of(r)["param"] == param
 

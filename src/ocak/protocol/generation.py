@@ -35,6 +35,8 @@ class Constraint:
     kind: Literal["json", "lark"] = "json"
     schema: dict[str, Any] | None = None
     grammar: str | None = None
+    # The request parameter the constraint came from, for error messages.
+    param: str = "response_format"
 
 
 @dataclass(slots=True)

@@ -144,14 +144,14 @@ class ToolPlan:
         schemas = [t.call_schema() for t in self.tools]
         call = schemas[0] if len(schemas) == 1 else {"anyOf": schemas}
         if self.mode == "required":
-            constraint = Constraint(kind="json", schema=call)
+            constraint = Constraint(kind="json", schema=call, param="tools")
         else:
             grammar = (
                 f"start: TEXT | {json.dumps(OPEN)} call {json.dumps(CLOSE)}\n"
                 "TEXT: /[^<][\\s\\S]*/\n"
                 f"call: %json {json.dumps(_embedded(call))}\n"
             )
-            constraint = Constraint(kind="lark", grammar=grammar)
+            constraint = Constraint(kind="lark", grammar=grammar, param="tools")
         compile_constraint(constraint, param="tools")  # refuse unsupported schemas now
         return constraint
 

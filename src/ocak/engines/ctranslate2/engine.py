@@ -56,8 +56,7 @@ def refuse(request: GenerationRequest) -> None:
         raise UnsupportedParameter("frequency_penalty", PENALTY_WHY)
     if request.constraint is not None:
         # Tool calls are constrained too: name what the client sent.
-        param = "tools" if request.tools else "response_format"
-        raise UnsupportedParameter(param, CONSTRAINT_WHY)
+        raise UnsupportedParameter(request.constraint.param, CONSTRAINT_WHY)
 
 
 class Ct2Engine(Engine):
