@@ -139,7 +139,7 @@ def start_server(data: Path, threads: int) -> Server:
     for name, extra in (
         ("main", []),
         ("other", ["--models", "not-served"]),
-        ("slow", ["--rpm", "20"]),
+        ("slow", ["--rpm", "3"]),
     ):
         out = subprocess.run(
             ocak_cmd("keys", "create", "--name", name, *extra),
@@ -397,7 +397,7 @@ def write_section(body: str) -> None:
     REPORT.write_text(text)
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.soak", description=__doc__)
     parser.add_argument("--requests", type=int, default=2000)
     parser.add_argument("--concurrency", type=int, default=16)
@@ -409,7 +409,7 @@ def main() -> None:
         help="llama.cpp threads (1: steady on a machine shared with other jobs)",
     )
     parser.add_argument("--no-write", action="store_true", help="do not touch BENCHMARKS.md")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
 
     data = Path(tempfile.mkdtemp(prefix="ocak-soak-"))
     server = start_server(data, args.threads)
