@@ -22,7 +22,7 @@ def setup_logging(level: str = "info") -> None:
     )
     # llama.cpp's load chatter is useful only when debugging.
     if level.lower() != "debug":
-        logging.getLogger("ocak.llamacpp").setLevel(logging.ERROR)
+        logging.getLogger("ocak.llamacpp.native").setLevel(logging.ERROR)
 
 
 def fail(message: str, code: int = 1) -> NoReturn:

@@ -18,7 +18,7 @@ from ocak.engines.chat_template import ChatTemplate
 from ocak.errors import EngineError
 from ocak.models.store import ModelFileError
 
-log = logging.getLogger("ocak.llamacpp")
+log = logging.getLogger("ocak.llamacpp.native")
 
 _backend_lock = threading.Lock()
 _backend_ready = False
