@@ -24,9 +24,9 @@ import httpx
 
 from bench.common import ROOT, Process, free_port, header, percentile, table, write_section
 
-TURNS_SINGLE = int(os.environ.get("OCAK_BENCH_CHAR_TURNS", "8"))
+TURNS_SINGLE = int(os.environ.get("OCAK_BENCH_CHAR_TURNS", "6"))
 SESSIONS = 8
-TURNS_EACH = int(os.environ.get("OCAK_BENCH_CHAR_TURNS_EACH", "3"))
+TURNS_EACH = int(os.environ.get("OCAK_BENCH_CHAR_TURNS_EACH", "2"))
 LINES = [
     "Hello there! Who are you?",
     "Can you give me a dagger? I have coin.",
