@@ -185,7 +185,8 @@ def ratios(results: dict[str, list[LevelResult]]) -> list[list[object]]:
 def report(results: dict[str, list[LevelResult]], command: str, rounds: int) -> str:
     body = header(command, "ocak", "grpcio", "llama_cpp_python")
     body += (
-        "\nOne ocak server (SmolLM2-135M-Instruct Q4_1, --parallel 16), the serving benchmark's "
+        f"\nOne ocak server (SmolLM2-135M-Instruct Q4_1, --parallel 16, --threads {THREADS}), "
+        "the serving benchmark's "
         f"streaming chat (max_tokens {MAX_TOKENS}, temperature 0.7, seeded) over HTTP+SSE "
         "(httpx, a connection per stream) and over gRPC (grpc.aio, one HTTP/2 connection). "
         f"Each level: max(4, 2 x concurrency) requests, closed loop, {rounds} rounds per edge, "
