@@ -11,10 +11,14 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import yaml
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, PrivateAttr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from ocak.errors import InvalidRequest
+from ocak.gateway.config import AliasConfig, ProviderConfig, RoutingConfig
+
+# A field path in the settings file ("models", "assistant", "targets", 0) -> its line.
+Lines = dict[tuple[str | int, ...], int]
 
 
 def default_data_dir() -> Path:
@@ -84,6 +88,19 @@ class Settings(BaseSettings):
     shutdown_timeout: int = Field(
         30, ge=0, le=3600, description="Seconds streams in flight may finish after SIGTERM."
     )
+    # The gateway (issue 5): upstream APIs, public model names, routing knobs.
+    providers: dict[str, ProviderConfig] = Field(
+        default_factory=dict, description="Upstream APIs by name (keys come from env vars)."
+    )
+    models: dict[str, AliasConfig] = Field(
+        default_factory=dict, description="Public model names (aliases) and their targets."
+    )
+    routing: RoutingConfig = Field(
+        default_factory=RoutingConfig, description="Retries, backoff, circuit breaker."
+    )
+    # Where the settings file was read from, and the line of each field in it.
+    _source: Path | None = PrivateAttr(None)
+    _lines: Lines = PrivateAttr(default_factory=dict)
 
     @field_validator("model", mode="before")
     @classmethod
@@ -100,13 +117,20 @@ class Settings(BaseSettings):
     def load(cls, path: Path | None = None, **overrides: Any) -> Settings:
         """Settings from an optional YAML file, the environment and explicit overrides."""
         file_values: dict[str, Any] = read_yaml(path) if path else {}
+        lines = yaml_lines(path) if path else {}
         env_values = cls().model_dump(exclude_unset=True)
         merged = {**file_values, **env_values}
         merged.update({k: v for k, v in overrides.items() if v is not None})
         try:
-            return cls(**merged)
+            settings = cls(**merged)
         except ValidationError as exc:
-            raise ConfigError(describe_validation_error(exc, path)) from exc
+            raise ConfigError(describe_validation_error(exc, path, lines)) from exc
+        settings._source, settings._lines = path, lines
+        return settings
+
+    def config_error(self, loc: tuple[str | int, ...], message: str) -> ConfigError:
+        """A problem found after validation (a reference to nothing), with its line."""
+        return ConfigError(_located(loc, message, self._source, self._lines))
 
 
 def read_yaml(path: Path) -> dict[str, Any]:
@@ -128,11 +152,51 @@ def read_yaml(path: Path) -> dict[str, Any]:
     return data
 
 
-def describe_validation_error(exc: ValidationError, path: Path | None) -> str:
-    """One line per problem, each naming the field path."""
-    where = f"{path}: " if path else ""
-    lines = []
+def yaml_lines(path: Path) -> Lines:
+    """The line (1-based) of every mapping key and list item of a YAML file."""
+    try:
+        root = yaml.compose(path.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError):
+        return {}  # read_yaml has said what is wrong
+    lines: Lines = {}
+
+    def walk(node: yaml.Node, at: tuple[str | int, ...]) -> None:
+        lines[at] = node.start_mark.line + 1
+        if isinstance(node, yaml.MappingNode):
+            for key, value in node.value:
+                child = (*at, str(key.value))
+                walk(value, child)
+                lines[child] = key.start_mark.line + 1
+        elif isinstance(node, yaml.SequenceNode):
+            for i, item in enumerate(node.value):
+                walk(item, (*at, i))
+
+    if root is not None:
+        walk(root, ())
+    return lines
+
+
+def _located(
+    loc: tuple[str | int, ...], message: str, path: Path | None, lines: Lines | None
+) -> str:
+    """``ocak.yaml:7: models.assistant.targets.0.provider: message``."""
+    line = None
+    for n in range(len(loc), 0, -1):  # the field, or its nearest parent in the file
+        line = (lines or {}).get(loc[:n])
+        if line is not None:
+            break
+    where = f"{path}:{line}: " if path and line else f"{path}: " if path else ""
+    dotted = ".".join(str(p) for p in loc) or "(top level)"
+    return f"{where}{dotted}: {message}"
+
+
+def describe_validation_error(
+    exc: ValidationError, path: Path | None, lines: Lines | None = None
+) -> str:
+    """One line per problem, each naming the field path (and its line, when known)."""
+    problems = []
     for err in exc.errors():
-        loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
-        lines.append(f"{where}{loc}: {err['msg']}")
-    return "; ".join(lines)
+        # pydantic names union members and validators in the location; the file does not
+        loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and "[" in p))
+        problems.append(_located(loc, err["msg"], path, lines))
+    return "; ".join(problems)

@@ -1,0 +1,1 @@
+"""The gateway: aliases over local engines and remote providers (see ``ocak.gateway.router``)."""

@@ -1,0 +1,283 @@
+"""Choose a target for a public model name, and try the next one when a target fails.
+
+For each request the router orders an alias's targets: by rank, and inside a
+rank (replicas) in a weighted random order; it leaves out targets whose
+circuit breaker is open and, for a local-only request, every target that cannot
+prove it runs on this machine. It then calls ``attempt(target)`` on each in
+turn. A failure that another try may cure (connection error, timeout, 5xx, 429:
+``falls_back``) is retried on the same target with exponential backoff and
+jitter, honouring ``Retry-After``, then handed to the next target; any other
+error is the answer. ``attempt`` returns once the target's first chunk has
+arrived, so nothing has reached the client while the router still chooses.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, Generic, TypeVar
+
+from ocak.engines.registry import EngineRegistry
+from ocak.errors import ModelNotFound, OcakError, Unavailable
+from ocak.gateway.config import RoutingConfig, Timeouts
+from ocak.providers.base import Locality, LocalityClass, Provider
+from ocak.providers.errors import LocalityRefused, TargetCannot, UpstreamTimeout, falls_back
+
+log = logging.getLogger("ocak.gateway")
+
+T = TypeVar("T")
+Clock = Callable[[], float]
+
+
+class Breaker:
+    """Closed until ``threshold`` failures in a row; then open for ``cooldown`` seconds;
+    then half-open: one probe request, whose outcome closes or reopens it."""
+
+    def __init__(self, threshold: int, cooldown: float, clock: Clock = time.monotonic) -> None:
+        self.threshold = threshold
+        self.cooldown = cooldown
+        self.clock = clock
+        self.failures = 0
+        self.open_until = 0.0
+        self.probing = False
+
+    @property
+    def state(self) -> str:
+        if self.failures < self.threshold:
+            return "closed"
+        return "open" if self.clock() < self.open_until or self.probing else "half-open"
+
+    def allow(self) -> bool:
+        """Whether a request may go to the target now (claims the probe when half-open)."""
+        if self.failures < self.threshold:
+            return True
+        if self.probing or self.clock() < self.open_until:
+            return False
+        self.probing = True
+        return True
+
+    def success(self) -> None:
+        self.failures, self.probing = 0, False
+
+    def failure(self) -> None:
+        self.failures += 1
+        self.probing = False
+        if self.failures >= self.threshold:
+            self.open_until = self.clock() + self.cooldown
+
+    def release(self) -> None:
+        """The probe ended without a verdict (the client left): let another probe go."""
+        self.probing = False
+
+    @property
+    def retry_in(self) -> float:
+        return max(0.0, self.open_until - self.clock())
+
+
+def backoff(
+    attempt: int,
+    retry_after: float | None,
+    routing: RoutingConfig,
+    rng: random.Random,
+) -> float | None:
+    """Seconds before retry number ``attempt + 1``; None when the upstream asks for a wait
+    longer than ``retry_after_max`` (better to try the next target)."""
+    if retry_after is not None:
+        if retry_after > routing.retry_after_max:
+            return None
+        return retry_after
+    ceiling = min(routing.backoff_max, routing.backoff * 2.0**attempt)
+    return ceiling / 2 + rng.uniform(0, ceiling / 2)  # "equal jitter": never zero
+
+
+@dataclass(eq=False)
+class Target:
+    """One place an alias can be served: a local engine, or a provider's model."""
+
+    name: str  # what x-ocak-backend says: "local/default", "groq/llama-3.3-70b-versatile"
+    rank: int
+    weight: float = 1.0
+    params: dict[str, Any] = field(default_factory=dict)
+    timeouts: Timeouts = field(default_factory=Timeouts)
+    retries: int = 0
+    engine: str | None = None
+    provider: Provider | None = None
+    model: str | None = None
+    breaker: Breaker | None = None
+
+    @property
+    def locality(self) -> LocalityClass:
+        if self.engine is not None:
+            return "local"
+        return "remote" if self.provider is None else self.provider.locality
+
+
+@dataclass(eq=False)
+class Alias:
+    name: str
+    targets: list[Target]
+    locality: str | None = None
+    skipped: list[str] = field(default_factory=list)  # targets left out at start (no key)
+    direct: bool = False  # a local engine id used as a model name
+
+    def can_be_local(self) -> bool:
+        return any(t.locality == "local" for t in self.targets)
+
+
+@dataclass(slots=True)
+class Served(Generic[T]):
+    target: Target
+    result: T
+    locality: Locality
+
+
+Attempt = Callable[[Target], Awaitable[tuple[T, Locality]]]
+
+
+class Router:
+    """Aliases and the local engines, and the fallback loop over their targets."""
+
+    def __init__(
+        self,
+        aliases: dict[str, Alias],
+        engines: EngineRegistry,
+        routing: RoutingConfig | None = None,
+        *,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.aliases = aliases
+        self.engines = engines
+        self.routing = routing or RoutingConfig()
+        self.rng = rng or random.Random()
+        self._direct: dict[str, Alias] = {}
+
+    def knows(self, name: str) -> bool:
+        return name in self.aliases or name in self.engines
+
+    def resolve(self, name: str) -> Alias:
+        """The alias, or a local engine id as a one-target alias; 404 otherwise."""
+        alias = self.aliases.get(name)
+        if alias is not None:
+            return alias
+        if name not in self.engines:
+            raise ModelNotFound(name)
+        alias = self._direct.get(name)
+        if alias is None:
+            target = Target(f"local/{name}", rank=0, engine=name)
+            alias = self._direct[name] = Alias(name, [target], direct=True)
+        return alias
+
+    def order(self, alias: Alias) -> list[Target]:
+        """Targets by rank; replicas (equal rank) in a weighted random order."""
+        if len(alias.targets) == 1:
+            return list(alias.targets)
+        keyed = [
+            (t.rank, -(self.rng.random() ** (1.0 / t.weight)), i, t)
+            for i, t in enumerate(alias.targets)
+        ]
+        return [t for *_, t in sorted(keyed, key=lambda k: (k[0], k[1], k[2]))]
+
+    async def run(self, name: str, attempt: Attempt[T], *, local_only: bool = False) -> Served[T]:
+        """Serve ``name`` with the first target that answers; raise the last failure."""
+        alias = self.resolve(name)
+        if not alias.targets:
+            raise Unavailable(
+                f"'{name}' has no target available: {', '.join(alias.skipped)} left out at "
+                "start for want of an API key in the environment.",
+            )
+        local_only = local_only or alias.locality == "local"
+        candidates = self.order(alias)
+        if local_only:
+            candidates = [t for t in candidates if t.locality != "remote"]
+            if not candidates:
+                raise LocalityRefused(
+                    f"'{name}' has no target on this machine, and this request may only be "
+                    "served locally (an API key or alias with locality: local, or "
+                    "x-ocak-require-locality). Nothing was sent off the machine.",
+                    param="model",
+                )
+        last: OcakError | None = None
+        cannot: TargetCannot | None = None
+        cooling: list[Target] = []
+        unverified: list[Target] = []
+        for target in candidates:
+            breaker = target.breaker
+            if breaker is not None and not breaker.allow():
+                cooling.append(target)
+                continue
+            if local_only and target.locality == "verify":
+                assert target.provider is not None and target.model is not None
+                if not await target.provider.verify_local(target.model, target.timeouts):
+                    if breaker is not None:
+                        breaker.release()
+                    unverified.append(target)
+                    log.warning(
+                        "%s did not prove it is local; skipped for a local-only request",
+                        target.name,
+                    )
+                    continue
+            served, failure = await self._try(target, attempt, alias)
+            if served is not None:
+                return served
+            if isinstance(failure, TargetCannot):
+                cannot = failure
+            else:
+                last = failure
+        if last is not None:
+            raise last
+        if cannot is not None:
+            raise cannot
+        if unverified:
+            raise LocalityRefused(
+                f"no target of '{name}' could prove it runs on this machine "
+                f"({', '.join(t.name for t in unverified)}); nothing was sent off the machine.",
+                param="model",
+            )
+        wait = min(t.breaker.retry_in for t in cooling if t.breaker is not None)
+        raise Unavailable(
+            f"every target of '{name}' failed recently and is cooling down "
+            f"({', '.join(t.name for t in cooling)}); try again in {wait:.0f}s.",
+            retry_after=max(1.0, wait),
+        )
+
+    async def _try(
+        self, target: Target, attempt: Attempt[T], alias: Alias
+    ) -> tuple[Served[T] | None, OcakError | None]:
+        """One target, with its retries: (served, None) or (None, the last failure)."""
+        breaker = target.breaker
+        failure: OcakError | None = None
+        for n in range(1 + target.retries):
+            try:
+                result, locality = await attempt(target)
+            except TargetCannot as exc:  # not a failure of the target: try the next one
+                if breaker is not None:
+                    breaker.release()
+                return None, exc
+            except OcakError as exc:
+                if not falls_back(exc):
+                    if breaker is not None:
+                        breaker.success()  # it answered: the target is up
+                    raise
+                failure = exc
+                log.warning("%s failed for '%s': %s", target.name, alias.name, exc.message)
+                if n == target.retries or isinstance(exc, UpstreamTimeout):
+                    break  # a timeout is not retried on the same target
+                delay = backoff(n, exc.retry_after, self.routing, self.rng)
+                if delay is None:
+                    break
+                await asyncio.sleep(delay)
+                continue
+            except BaseException:
+                if breaker is not None:
+                    breaker.release()
+                raise
+            if breaker is not None:
+                breaker.success()
+            return Served(target, result, locality), None
+        if breaker is not None:  # one failed request (its retries included) counts once
+            breaker.failure()
+        return None, failure

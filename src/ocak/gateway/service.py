@@ -1,0 +1,178 @@
+"""The gateway a server runs: built once at start from the settings and the local engines.
+
+``build_gateway`` checks what validation alone cannot (a target's provider and
+local model exist; a local-only alias lists nothing remote), reads each
+provider's key from the environment variable the config names, and leaves out,
+with a warning, the targets whose key is not set: one config serves an online
+install (hosted model first) and an offline one (the local model).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Mapping
+
+import httpx
+
+from ocak.config import Settings
+from ocak.engines.registry import EngineRegistry
+from ocak.gateway.config import ProviderConfig
+from ocak.gateway.router import Alias, Breaker, Router, Target
+from ocak.providers.base import Provider, is_loopback_url, make_client
+from ocak.providers.errors import Secrets
+from ocak.providers.openai_compat import OpenAICompatible
+from ocak.providers.presets import PRESETS
+from ocak.providers.replicate import Replicate
+
+log = logging.getLogger("ocak.gateway")
+
+
+class Gateway:
+    """The router, the providers, their shared HTTP client, and the keys to keep secret."""
+
+    def __init__(
+        self,
+        router: Router,
+        providers: dict[str, Provider] | None = None,
+        secrets: Secrets | None = None,
+    ) -> None:
+        self.router = router
+        self.providers = providers or {}
+        self.secrets = secrets or Secrets()
+        self._client: httpx.AsyncClient | None = None
+
+    def client(self) -> httpx.AsyncClient:
+        if self._client is None:
+            self._client = make_client()
+            # httpx logs every request at INFO; ocak's own request log says what matters.
+            logging.getLogger("httpx").setLevel(logging.WARNING)
+        return self._client
+
+    def knows(self, name: str) -> bool:
+        return self.router.knows(name)
+
+    async def close(self) -> None:
+        if self._client is not None:
+            await self._client.aclose()
+            self._client = None
+
+
+def build_gateway(
+    settings: Settings,
+    engines: EngineRegistry,
+    environ: Mapping[str, str] | None = None,
+) -> Gateway:
+    """The gateway for these settings; ``ConfigError`` (with the field and line) when a
+    reference points at nothing."""
+    env = os.environ if environ is None else environ
+    routing = settings.routing
+    secrets = Secrets()
+    gateway = Gateway(Router({}, engines, routing), secrets=secrets)
+    providers: dict[str, Provider] = {}
+    missing_key: dict[str, str] = {}
+    for name, config in settings.providers.items():
+        key = None
+        if config.key_env is not None:
+            key = env.get(config.key_env) or None
+            if key is None:
+                missing_key[name] = config.key_env
+                continue
+            secrets.add(key)
+        kind = Replicate if config.type == "replicate" else OpenAICompatible
+        made: Provider = kind(name, config, key=key, client=gateway.client, secrets=secrets)
+        if isinstance(made, OpenAICompatible):
+            made.locality_ttl = routing.locality_ttl
+        providers[name] = made
+
+    breakers: dict[str, Breaker] = {}
+    aliases: dict[str, Alias] = {}
+    for alias_name, alias_config in settings.models.items():
+        if alias_name in engines:
+            log.warning(
+                "the alias '%s' hides the local model of the same name (reach it with "
+                "{local: %s} among the alias's targets)",
+                alias_name,
+                alias_name,
+            )
+        alias = Alias(alias_name, [], locality=alias_config.locality)
+        for i, tc in enumerate(alias_config.targets):
+            at = ("models", alias_name, "targets", i)
+            timeouts = routing.timeouts
+            retries = routing.retries if tc.retries is None else tc.retries
+            rank = i if tc.rank is None else tc.rank
+            if tc.local is not None:
+                if tc.local not in engines:
+                    served = ", ".join(e.model_id for e in engines) or "none"
+                    raise settings.config_error(
+                        (*at, "local"), f"no local model '{tc.local}' (served: {served})"
+                    )
+                target = Target(
+                    f"local/{tc.local}",
+                    rank=rank,
+                    weight=tc.weight,
+                    params=dict(tc.params),
+                    timeouts=timeouts.over(tc.timeouts),
+                    retries=retries,
+                    engine=tc.local,
+                )
+            else:
+                assert tc.provider is not None and tc.model is not None
+                provider_config = settings.providers.get(tc.provider)
+                if provider_config is None:
+                    known = ", ".join(settings.providers) or "none configured"
+                    raise settings.config_error(
+                        (*at, "provider"), f"no provider '{tc.provider}' (known: {known})"
+                    )
+                local_only = alias_config.locality == "local"
+                if local_only and not provider_config.local and not _may_verify(provider_config):
+                    raise settings.config_error(
+                        at,
+                        f"the alias is local-only but provider '{tc.provider}' is not local: "
+                        "list local models, providers with local: true, or an ocak preset "
+                        "on a loopback address",
+                    )
+                name = f"{tc.provider}/{tc.model}"
+                provider = providers.get(tc.provider)
+                if provider is None:
+                    log.warning(
+                        "%s left out of '%s': the environment variable %s is not set",
+                        name,
+                        alias_name,
+                        missing_key[tc.provider],
+                    )
+                    alias.skipped.append(name)
+                    continue
+                target = Target(
+                    name,
+                    rank=rank,
+                    weight=tc.weight,
+                    params=dict(tc.params),
+                    timeouts=timeouts.over(provider_config.timeouts).over(tc.timeouts),
+                    retries=retries,
+                    provider=provider,
+                    model=tc.model,
+                    breaker=breakers.setdefault(
+                        name, Breaker(routing.breaker_failures, routing.breaker_cooldown)
+                    ),
+                )
+            alias.targets.append(target)
+        if not alias.targets:
+            log.warning(
+                "the alias '%s' has no target left (%s need keys): its requests will fail",
+                alias_name,
+                ", ".join(alias.skipped),
+            )
+        aliases[alias_name] = alias
+    gateway.router.aliases = aliases
+    gateway.providers = providers
+    for name in settings.providers:
+        if name in providers:
+            log.info("provider %s: %s", name, providers[name].url)
+    return gateway
+
+
+def _may_verify(config: ProviderConfig) -> bool:
+    """An ocak preset on a loopback address: local-only requests may go once it proves it."""
+    preset = PRESETS.get(config.preset or "")
+    return preset is not None and preset.locality == "verify" and is_loopback_url(config.url)

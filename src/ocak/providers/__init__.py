@@ -1,0 +1,1 @@
+"""Remote model APIs: OpenAI-compatible presets and Replicate, behind one interface."""
