@@ -19,6 +19,7 @@ from fastapi import FastAPI
 from ocak import __version__
 from ocak.config import Settings
 from ocak.engines.registry import EngineRegistry
+from ocak.gateway.service import Gateway, build_gateway
 from ocak.server import errors, services
 from ocak.server.middleware import AssumeJson
 from ocak.server.routes import characters, chat, completions, health, models
@@ -38,9 +39,12 @@ def create_app(
     on_fatal: FatalHook | None = None,
     sinks: list[Sink] | None = None,
     db: Database | None = None,
+    gateway: Gateway | None = None,
 ) -> FastAPI:
     state = AppState(settings=settings, engines=engines, started=time.time())
     state.sinks = list(sinks or [])
+    # Aliases and providers from the settings (ConfigError names a bad reference's line).
+    state.gateway = gw = gateway or build_gateway(settings, engines)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -68,6 +72,7 @@ def create_app(
             if grpc is not None:
                 await grpc.stop()  # its streams end before the engines close
             await engines.close_all()
+            await gw.close()  # the providers' shared HTTP client
 
     app = FastAPI(
         title="ocak",
@@ -80,6 +85,8 @@ def create_app(
     app.add_middleware(AssumeJson)
     # Keys, limits, usage records, metrics, request log, body limit (issue 6).
     services.install(app, state, db)
+    if state.metrics is not None:  # aliases are model names too, in the metrics' labels
+        state.metrics.known = gw.knows
     # Outermost: sees every request, including ones other middleware refuse.
     app.add_middleware(RequestTracking, sinks=state.sinks)
     for module in (chat, completions, models, health, characters):

@@ -14,6 +14,7 @@ from ocak.server.tracking import Sink
 from ocak.store.db import Database
 
 if TYPE_CHECKING:
+    from ocak.gateway.service import Gateway
     from ocak.server.metrics import Metrics
 
 
@@ -28,6 +29,8 @@ class AppState:
     auth: Authenticator = field(default_factory=Authenticator)
     db: Database | None = None  # the usage/keys store, when the server has one
     metrics: Metrics | None = None
+    # Aliases, providers and the router over them and the engines (issue 5).
+    gateway: Gateway | None = None
     extras: dict[str, Any] = field(default_factory=dict)
 
 

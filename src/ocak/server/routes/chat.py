@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Request, Response
 from fastapi.responses import StreamingResponse
 
 from ocak.errors import OcakError
@@ -23,13 +23,12 @@ from ocak.protocol.openai import (
     now,
 )
 from ocak.server.admission import admit
-from ocak.server.state import get_state
+from ocak.server.proxy import dispatch, served_headers, upstream_response
 from ocak.server.streaming import (
     DONE,
     SSE_HEADERS,
     Primed,
     collect,
-    prime,
     sse,
     sse_error,
     unless_disconnected,
@@ -39,7 +38,7 @@ from ocak.server.tracking import get_record
 router = APIRouter(tags=["chat"])
 
 ERRORS: dict[int | str, dict[str, Any]] = {
-    code: {"model": ErrorResponse} for code in (400, 401, 403, 404, 413, 429, 500, 503)
+    code: {"model": ErrorResponse} for code in (400, 401, 403, 404, 413, 429, 500, 502, 503, 504)
 }
 
 
@@ -54,20 +53,27 @@ def usage_info(usage: Usage) -> UsageInfo:
 
 
 @router.post("/v1/chat/completions", response_model=ChatCompletion, responses=ERRORS)
-async def chat_completions(body: ChatCompletionRequest, request: Request) -> Any:
+async def chat_completions(
+    body: ChatCompletionRequest, request: Request, response: Response
+) -> Any:
     """Create a chat completion (OpenAI-compatible)."""
-    state = get_state(request)
     record = get_record(request)
     record.model, record.stream = body.model, bool(body.stream)
     admit(request, body)  # key may use the model (403), input caps (400), limits (429)
-    engine = state.engines.get(body.model)
-    record.backend, record.locality = f"{engine.kind}:{engine.model_id}", "local"
-    plan = body.plan()
-    primed = await prime(plan.wrap(engine.generate(plan.request)), record)
+    # The gateway picks the target (an alias's, or the local engine of that id) and waits
+    # for its first chunk; a remote target's answer passes through as it came.
+    served = await dispatch(request, body, "chat")
+    headers = served_headers(served)
+    primed = served.result
+    if not isinstance(primed, Primed):
+        return upstream_response(primed, record, body.include_usage, headers)
     cid, created = new_id("chatcmpl"), now()
     if body.stream:
         frames = chat_frames(primed, cid, created, body.model, body.include_usage)
-        return StreamingResponse(frames, media_type="text/event-stream", headers=SSE_HEADERS)
+        return StreamingResponse(
+            frames, media_type="text/event-stream", headers={**SSE_HEADERS, **headers}
+        )
+    response.headers.update(headers)
     result = await unless_disconnected(request, collect(primed))
     return ChatCompletion(
         id=cid,

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Request, Response
 from fastapi.responses import StreamingResponse
 
 from ocak.errors import OcakError
@@ -18,14 +18,13 @@ from ocak.protocol.openai import (
     now,
 )
 from ocak.server.admission import admit
+from ocak.server.proxy import dispatch, served_headers, upstream_response
 from ocak.server.routes.chat import ERRORS, usage_info
-from ocak.server.state import get_state
 from ocak.server.streaming import (
     DONE,
     SSE_HEADERS,
     Primed,
     collect,
-    prime,
     sse,
     sse_error,
     unless_disconnected,
@@ -36,20 +35,23 @@ router = APIRouter(tags=["completions"])
 
 
 @router.post("/v1/completions", response_model=Completion, responses=ERRORS)
-async def completions(body: CompletionRequest, request: Request) -> Any:
+async def completions(body: CompletionRequest, request: Request, response: Response) -> Any:
     """Create a text completion (OpenAI-compatible)."""
-    state = get_state(request)
     record = get_record(request)
     record.model, record.stream = body.model, bool(body.stream)
     admit(request, body)  # key may use the model (403), input caps (400), limits (429)
-    engine = state.engines.get(body.model)
-    record.backend, record.locality = f"{engine.kind}:{engine.model_id}", "local"
-    generation = body.to_generation_request()
-    primed = await prime(engine.generate(generation), record)
+    served = await dispatch(request, body, "completions")  # the gateway picks the target
+    headers = served_headers(served)
+    primed = served.result
+    if not isinstance(primed, Primed):
+        return upstream_response(primed, record, body.include_usage, headers)
     cid, created = new_id("cmpl"), now()
     if body.stream:
         frames = completion_frames(primed, cid, created, body.model, body.include_usage)
-        return StreamingResponse(frames, media_type="text/event-stream", headers=SSE_HEADERS)
+        return StreamingResponse(
+            frames, media_type="text/event-stream", headers={**SSE_HEADERS, **headers}
+        )
+    response.headers.update(headers)
     result = await unless_disconnected(request, collect(primed))
     return Completion(
         id=cid,

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Request, Response
 
 from ocak.engines.base import Engine
 from ocak.errors import ModelNotFound
+from ocak.gateway.router import Alias
 from ocak.protocol.openai import ModelCard, ModelList
+from ocak.providers.base import LOCALITY
+from ocak.server.proxy import gateway_of
 from ocak.server.routes.chat import ERRORS
 from ocak.server.state import get_state
 
@@ -29,17 +32,43 @@ def card(engine: Engine, created: int) -> ModelCard:
     )
 
 
+def alias_card(alias: Alias, created: int) -> ModelCard:
+    """An alias: where it may run and its targets' names (never a key or a URL)."""
+    return ModelCard(
+        id=alias.name,
+        created=created,
+        meta={
+            "alias": True,
+            "locality": alias.locality or "any",
+            "targets": [t.name for t in alias.targets],
+            "skipped": alias.skipped,  # left out at start: their key variable is unset
+        },
+    )
+
+
 @router.get("/v1/models", response_model=ModelList)
 async def list_models(request: Request) -> ModelList:
-    """The models this server can answer for."""
+    """The models this server can answer for: aliases, then the local engines."""
     state = get_state(request)
-    return ModelList(data=[card(e, int(state.started)) for e in state.engines])
+    created = int(state.started)
+    aliases = gateway_of(state).router.aliases
+    cards = [alias_card(a, created) for a in aliases.values()]
+    cards += [card(e, created) for e in state.engines if e.model_id not in aliases]
+    return ModelList(data=cards)
 
 
 @router.get("/v1/models/{model_id:path}", response_model=ModelCard, responses=ERRORS)
-async def get_model(model_id: str, request: Request) -> ModelCard:
+async def get_model(model_id: str, request: Request, response: Response) -> ModelCard:
+    """One model. ``x-ocak-locality: local`` says a local-only request for it can be served
+    on this machine (another ocak checks that before sending one here)."""
     state = get_state(request)
+    created = int(state.started)
+    alias = gateway_of(state).router.aliases.get(model_id)
+    if alias is not None:
+        response.headers[LOCALITY] = "local" if alias.can_be_local() else "remote"
+        return alias_card(alias, created)
     engine = state.engines.find(model_id)
     if engine is None:
         raise ModelNotFound(model_id)
-    return card(engine, int(state.started))
+    response.headers[LOCALITY] = "local"
+    return card(engine, created)
