@@ -10,7 +10,6 @@ nothing is silently ignored.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import time
@@ -20,16 +19,16 @@ from pathlib import Path
 from ocak.config import Settings
 from ocak.engines.base import Engine, EngineStats, ModelInfo
 from ocak.engines.ctranslate2.model import Ct2Model
-from ocak.engines.ctranslate2.scheduler import Event, Job, Scheduler
+from ocak.engines.ctranslate2.scheduler import Job, Scheduler
+from ocak.engines.threaded import Emit, bridge, completion_budget
 from ocak.errors import (
-    ContextLengthExceeded,
     EngineError,
     InvalidRequest,
     OcakError,
     UnsupportedParameter,
 )
 from ocak.models.hardware import detect_cuda, pick_device
-from ocak.protocol.generation import Finished, GenerationEvent, GenerationRequest
+from ocak.protocol.generation import GenerationEvent, GenerationRequest
 
 log = logging.getLogger("ocak.ctranslate2")
 
@@ -175,45 +174,25 @@ class Ct2Engine(Engine):
             raise EngineError(f"model {self.model_id} is not loaded")
         refuse(request)
         tokens = self.prompt_tokens(request)
-        room = self.ctx_size - len(tokens)
-        max_tokens = room if request.max_tokens is None else request.max_tokens
-        if max_tokens < 1 or max_tokens > room:
-            raise ContextLengthExceeded(
-                prompt_tokens=len(tokens), max_tokens=max(max_tokens, 1), context=self.ctx_size
+        max_tokens = completion_budget(len(tokens), request.max_tokens, self.ctx_size)
+        deadline = time.monotonic() + (request.queue_timeout or self.queue_timeout)
+
+        def start(emit: Emit) -> Job:
+            job = Job(
+                ids=tokens,
+                max_tokens=max_tokens,
+                temperature=request.temperature,
+                top_p=request.top_p,
+                seed=request.seed,
+                stop=request.stop,
+                emit=emit,
+                deadline=deadline,
             )
-        loop = asyncio.get_running_loop()
-        queue: asyncio.Queue[Event] = asyncio.Queue()
+            scheduler.submit(job)
+            return job
 
-        def emit(event: Event) -> None:
-            with contextlib.suppress(RuntimeError):  # the loop is gone: nobody listens
-                loop.call_soon_threadsafe(queue.put_nowait, event)
-
-        job = Job(
-            ids=tokens,
-            max_tokens=max_tokens,
-            temperature=request.temperature,
-            top_p=request.top_p,
-            seed=request.seed,
-            stop=request.stop,
-            emit=emit,
-            deadline=time.monotonic() + (request.queue_timeout or self.queue_timeout),
-        )
-        scheduler.submit(job)
-        done = False
-        try:
-            while True:
-                event = await queue.get()
-                if isinstance(event, OcakError):
-                    done = True
-                    raise event
-                if isinstance(event, Finished):
-                    done = True
-                yield event
-                if done:
-                    return
-        finally:
-            if not done:
-                scheduler.cancel(job)
+        async for event in bridge(start, scheduler.cancel):
+            yield event
 
     async def close(self) -> None:
         scheduler, model = self.scheduler, self.model

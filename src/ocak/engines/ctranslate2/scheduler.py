@@ -35,12 +35,12 @@ from typing import Any
 from ocak.engines.base import EngineStats
 from ocak.engines.ctranslate2.model import Ct2Model, release_seed
 from ocak.engines.text import StopMatcher
-from ocak.errors import EngineError, OcakError, QueueFull, Unavailable
+from ocak.engines.threaded import Emit, queue_full
+from ocak.errors import EngineError, OcakError, Unavailable
 from ocak.protocol.generation import Finished, FinishReason, TextDelta, Usage
 
 log = logging.getLogger("ocak.ctranslate2")
 
-Event = TextDelta | Finished | OcakError
 BatchKey = tuple[Any, ...]
 BATCHING = ("exact", "similar")
 
@@ -55,7 +55,7 @@ class Job:
     top_p: float
     seed: int | None
     stop: list[str]
-    emit: Callable[[Event], None]
+    emit: Emit
     deadline: float
     cancelled: bool = False
     finished: bool = False
@@ -113,12 +113,7 @@ class Scheduler:
                 raise Unavailable("The engine is shutting down.")
             capacity = self.max_batch * self.workers
             if len(self.active) + len(self.waiting) >= capacity + self.max_queue:
-                raise QueueFull(
-                    f"The server is busy: {len(self.active)} requests are running and "
-                    f"{len(self.waiting)} are waiting (--max-queue {self.max_queue}). "
-                    "Retry shortly.",
-                    retry_after=1.0,
-                )
+                raise queue_full(len(self.active), len(self.waiting), self.max_queue)
             self.waiting.append(job)
             self.cond.notify()
 

@@ -7,7 +7,6 @@ thread, so the event loop (``/health``, other routes) never waits on the model.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import time
@@ -17,10 +16,10 @@ from pathlib import Path
 from ocak.engines.base import Engine, EngineStats, ModelInfo
 from ocak.engines.llamacpp.model import LlamaModel
 from ocak.engines.llamacpp.sampling import LogitsMask, SamplingParams
-from ocak.engines.llamacpp.scheduler import Event, Job, Scheduler
-from ocak.errors import ContextLengthExceeded, EngineError, InvalidRequest, OcakError
+from ocak.engines.llamacpp.scheduler import Job, Scheduler
+from ocak.engines.threaded import Emit, bridge, completion_budget
+from ocak.errors import EngineError, InvalidRequest, OcakError
 from ocak.protocol.generation import (
-    Finished,
     GenerationEvent,
     GenerationRequest,
 )
@@ -143,62 +142,26 @@ class LlamaCppEngine(Engine):
         if scheduler is None:
             raise EngineError(f"model {self.model_id} is not loaded")
         tokens = self.prompt_tokens(request)
-        room = self.ctx_size - len(tokens)
-        if request.max_tokens is None:
-            max_tokens = room
-            if max_tokens < 1:
-                raise ContextLengthExceeded(
-                    prompt_tokens=len(tokens), max_tokens=1, context=self.ctx_size
-                )
-        else:
-            max_tokens = request.max_tokens
-            if max_tokens > room:
-                raise ContextLengthExceeded(
-                    prompt_tokens=len(tokens), max_tokens=max_tokens, context=self.ctx_size
-                )
+        max_tokens = completion_budget(len(tokens), request.max_tokens, self.ctx_size)
         mask = None
         if request.constraint is not None:
             mask = await asyncio.to_thread(self.make_mask, request)
-        loop = asyncio.get_running_loop()
-        queue: asyncio.Queue[Event] = asyncio.Queue()
-
-        def emit(event: Event) -> None:
-            # RuntimeError: the loop is gone (shutdown), nobody is listening.
-            with contextlib.suppress(RuntimeError):
-                loop.call_soon_threadsafe(queue.put_nowait, event)
-
-        timeout = request.queue_timeout or self.queue_timeout
-        job = Job(
-            tokens=tokens,
-            max_tokens=max_tokens,
-            params=SamplingParams(
-                temperature=request.temperature,
-                top_p=request.top_p,
-                seed=request.seed,
-                presence_penalty=request.presence_penalty,
-                frequency_penalty=request.frequency_penalty,
-            ),
-            stop=request.stop,
-            emit=emit,
-            deadline=time.monotonic() + timeout,
-            mask=mask,
+        deadline = time.monotonic() + (request.queue_timeout or self.queue_timeout)
+        params = SamplingParams(
+            temperature=request.temperature,
+            top_p=request.top_p,
+            seed=request.seed,
+            presence_penalty=request.presence_penalty,
+            frequency_penalty=request.frequency_penalty,
         )
-        scheduler.submit(job)
-        done = False
-        try:
-            while True:
-                event = await queue.get()
-                if isinstance(event, OcakError):
-                    done = True
-                    raise event
-                if isinstance(event, Finished):
-                    done = True
-                yield event
-                if done:
-                    return
-        finally:
-            if not done:
-                scheduler.cancel(job)
+
+        def start(emit: Emit) -> Job:
+            job = Job(tokens, max_tokens, params, request.stop, emit, deadline, mask=mask)
+            scheduler.submit(job)
+            return job
+
+        async for event in bridge(start, scheduler.cancel):
+            yield event
 
     async def close(self) -> None:
         scheduler, model = self.scheduler, self.model

@@ -17,7 +17,6 @@ import collections
 import logging
 import threading
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,12 +26,11 @@ from ocak.engines.base import EngineStats
 from ocak.engines.llamacpp.model import LlamaModel
 from ocak.engines.llamacpp.sampling import LogitsMask, Sampler, SamplingParams
 from ocak.engines.text import StopMatcher, Utf8Stream
-from ocak.errors import EngineError, OcakError, QueueFull, Unavailable
+from ocak.engines.threaded import Emit, queue_full
+from ocak.errors import EngineError, OcakError, Unavailable
 from ocak.protocol.generation import Finished, FinishReason, TextDelta, Usage
 
 log = logging.getLogger("ocak.scheduler")
-
-Event = TextDelta | Finished | OcakError
 
 
 @dataclass(eq=False)
@@ -43,7 +41,7 @@ class Job:
     max_tokens: int
     params: SamplingParams
     stop: list[str]
-    emit: Callable[[Event], None]
+    emit: Emit
     deadline: float
     mask: LogitsMask | None = None
     cancelled: bool = False
@@ -139,12 +137,7 @@ class Scheduler:
                 raise Unavailable("The engine is shutting down.")
             active = sum(1 for s in self.slots if s.job is not None)
             if active + len(self.waiting) >= self.parallel + self.max_queue:
-                raise QueueFull(
-                    f"The server is busy: {self.parallel} requests are running and "
-                    f"{len(self.waiting)} are waiting (--max-queue {self.max_queue}). "
-                    "Retry shortly.",
-                    retry_after=1.0,
-                )
+                raise queue_full(self.parallel, len(self.waiting), self.max_queue)
             self.waiting.append(job)
             self.cond.notify()
 
