@@ -16,7 +16,7 @@ import pytest
 from gateway_stubs import TOKENS, OpenAIStub, cut, echo_auth, hang, ok, status
 from helpers import free_port
 from ocak.gateway.config import ProviderConfig, Timeouts
-from ocak.providers.base import Call, UpstreamReply, UpstreamStream, make_client
+from ocak.providers.base import Call, UpstreamReply, UpstreamStream, Http
 from ocak.providers.errors import (
     LocalityUnverified,
     Secrets,
@@ -144,9 +144,8 @@ def _reset(request: pytest.FixtureRequest) -> None:
 
 
 def provider(url: str, preset: str = "groq", **config: Any) -> OpenAICompatible:
-    client = make_client()
     cfg = ProviderConfig(type="openai", preset=preset, base_url=f"{url}/v1", **config)
-    return OpenAICompatible("up", cfg, key=KEY, client=lambda: client, secrets=Secrets([KEY]))
+    return OpenAICompatible("up", cfg, key=KEY, http=Http(), secrets=Secrets([KEY]))
 
 
 def call(stream: bool, **payload: Any) -> Call:
@@ -162,7 +161,14 @@ async def drain(p: OpenAICompatible, c: Call) -> tuple[Any, list[bytes]]:
         assert isinstance(up, UpstreamStream)
         return up, [chunk.raw async for chunk in up.chunks()]
     finally:
-        await p.client.aclose()
+        await p.http.aclose()
+
+
+async def verified(p: OpenAICompatible, c: Call) -> bool:
+    try:
+        return await p.verify_local("m1", c.timeouts)
+    finally:
+        await p.http.aclose()
 
 
 def test_a_stream_arrives_chunk_for_chunk_with_usage_asked_for(stub: OpenAIStub) -> None:
@@ -207,7 +213,7 @@ def test_failures_are_ocak_errors(stub: OpenAIStub) -> None:
             async for chunk in up.chunks():
                 got.append(chunk.raw)
         finally:
-            await p.client.aclose()
+            await p.http.aclose()
         return got
 
     with pytest.raises(UpstreamBroken, match=r"broke off|mid-answer"):
@@ -233,9 +239,9 @@ def test_a_loopback_ocak_must_prove_it_is_local(stub: OpenAIStub) -> None:
     with pytest.raises(LocalityUnverified):  # the stub says nothing about locality
         asyncio.run(drain(p, local))
     assert stub.posts()[0].headers["x-ocak-require-locality"] == "local"
-    assert not asyncio.run(provider(stub.url, preset="ocak").verify_local("m1", local.timeouts))
+    assert not asyncio.run(verified(provider(stub.url, preset="ocak"), local))
     stub.default = ok(locality="local")
-    assert asyncio.run(provider(stub.url, preset="ocak").verify_local("m1", local.timeouts))
+    assert asyncio.run(verified(provider(stub.url, preset="ocak"), local))
     up, _ = asyncio.run(drain(provider(stub.url, preset="ocak"), local))
     assert up.locality == "local"
     assert provider(stub.url, preset="ollama").locality == "remote"  # loopback proves nothing

@@ -12,7 +12,7 @@ import pytest
 from gateway_stubs import ReplicateStub, cut, status
 from helpers import wait_until
 from ocak.gateway.config import ProviderConfig, Timeouts
-from ocak.providers.base import Call, UpstreamReply, UpstreamStream, make_client
+from ocak.providers.base import Call, UpstreamReply, UpstreamStream, Http
 from ocak.providers.errors import (
     Secrets,
     UpstreamBroken,
@@ -37,9 +37,8 @@ def _reset(stub: ReplicateStub) -> None:
 
 
 def provider(stub: ReplicateStub) -> Replicate:
-    client = make_client()
     cfg = ProviderConfig(type="replicate", base_url=f"{stub.url}/v1")
-    return Replicate("rep", cfg, key=KEY, client=lambda: client, secrets=Secrets([KEY]))
+    return Replicate("rep", cfg, key=KEY, http=Http(), secrets=Secrets([KEY]))
 
 
 def call(stream: bool, endpoint: str = "chat", **payload: Any) -> Call:
@@ -65,7 +64,7 @@ async def run(stub: ReplicateStub, c: Call, model: str = "meta/llama-3") -> tupl
         assert isinstance(up, UpstreamStream)
         return up, [chunk.data async for chunk in up.chunks()]
     finally:
-        await p.client.aclose()
+        await p.http.aclose()
 
 
 def test_inputs_from_openai_parameters() -> None:
@@ -156,7 +155,7 @@ def test_tools_are_not_taken() -> None:
         "rep",
         ProviderConfig(type="replicate"),
         key=None,
-        client=make_client,
+        http=Http(),
         secrets=Secrets(),
     )
     assert p.unsupported(call(False, tools=[{"type": "function"}])) is not None

@@ -13,13 +13,11 @@ import logging
 import os
 from collections.abc import Mapping
 
-import httpx
-
 from ocak.config import Settings
 from ocak.engines.registry import EngineRegistry
 from ocak.gateway.config import ProviderConfig
 from ocak.gateway.router import Alias, Breaker, Router, Target
-from ocak.providers.base import Provider, is_loopback_url, make_client
+from ocak.providers.base import Http, Provider, is_loopback_url
 from ocak.providers.errors import Secrets
 from ocak.providers.openai_compat import OpenAICompatible
 from ocak.providers.presets import PRESETS
@@ -36,26 +34,18 @@ class Gateway:
         router: Router,
         providers: dict[str, Provider] | None = None,
         secrets: Secrets | None = None,
+        http: Http | None = None,
     ) -> None:
         self.router = router
         self.providers = providers or {}
         self.secrets = secrets or Secrets()
-        self._client: httpx.AsyncClient | None = None
-
-    def client(self) -> httpx.AsyncClient:
-        if self._client is None:
-            self._client = make_client()
-            # httpx logs every request at INFO; ocak's own request log says what matters.
-            logging.getLogger("httpx").setLevel(logging.WARNING)
-        return self._client
+        self.http = http or Http()
 
     def knows(self, name: str) -> bool:
         return self.router.knows(name)
 
     async def close(self) -> None:
-        if self._client is not None:
-            await self._client.aclose()
-            self._client = None
+        await self.http.aclose()
 
 
 def build_gateway(
@@ -80,7 +70,7 @@ def build_gateway(
                 continue
             secrets.add(key)
         kind = Replicate if config.type == "replicate" else OpenAICompatible
-        made: Provider = kind(name, config, key=key, client=gateway.client, secrets=secrets)
+        made: Provider = kind(name, config, key=key, http=gateway.http, secrets=secrets)
         if isinstance(made, OpenAICompatible):
             made.locality_ttl = routing.locality_ttl
         providers[name] = made

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
-import httpx
+import aiohttp
 
 from ocak.gateway.config import ProviderConfig, Timeouts
 from ocak.providers.errors import Secrets, UpstreamBroken
@@ -30,23 +30,36 @@ REQUIRE_LOCALITY = "x-ocak-require-locality"
 LOCALITY = "x-ocak-locality"
 BACKEND = "x-ocak-backend"
 
-# Loopback traffic never goes through a proxy named in the environment: a proxy
-# could carry a local-only request off the machine.
-_LOOPBACK = ("127.0.0.1", "localhost", "[::1]")
-_LIMITS = httpx.Limits(max_connections=512, max_keepalive_connections=128, keepalive_expiry=30)
+_POOL = 512  # connections per session
 
 
-def make_client() -> httpx.AsyncClient:
-    """The one pooled client every provider shares (closed by the app's lifespan)."""
-    direct: dict[str, httpx.AsyncBaseTransport] = {
-        f"all://{host}": httpx.AsyncHTTPTransport(limits=_LIMITS) for host in _LOOPBACK
-    }
-    return httpx.AsyncClient(
-        limits=_LIMITS,
-        timeout=httpx.Timeout(600.0, connect=5.0),
-        mounts=direct,
-        follow_redirects=False,
-    )
+class Http:
+    """The providers' shared HTTP client: pooled aiohttp sessions, made in the running loop.
+
+    aiohttp rather than httpx: measured here, an httpx call cost 1.2-1.5 ms of CPU and an
+    aiohttp call about 0.45 ms, against a 2 ms budget for all of ocak's added latency.
+    Loopback upstreams get their own session that ignores proxy variables: a proxy
+    could carry a local-only request off the machine.
+    """
+
+    def __init__(self) -> None:
+        self._sessions: dict[bool, aiohttp.ClientSession] = {}
+
+    def session(self, loopback: bool) -> aiohttp.ClientSession:
+        """The session for loopback upstreams (no proxy ever) or for the others."""
+        session = self._sessions.get(loopback)
+        if session is None or session.closed:
+            connector = aiohttp.TCPConnector(limit=_POOL, keepalive_timeout=30, ttl_dns_cache=300)
+            session = aiohttp.ClientSession(
+                connector=connector, trust_env=not loopback, raise_for_status=False
+            )
+            self._sessions[loopback] = session
+        return session
+
+    async def aclose(self) -> None:
+        for session in self._sessions.values():
+            await session.close()
+        self._sessions.clear()
 
 
 def is_loopback_url(url: str) -> bool:
@@ -79,6 +92,14 @@ class Chunk:
 
 
 @dataclass(slots=True)
+class Batch:
+    """The chunks one read from the upstream completed; ``last``: the stream ended there."""
+
+    chunks: list[Chunk]
+    last: bool = False
+
+
+@dataclass(slots=True)
 class UpstreamReply:
     """A whole (non-streaming) answer."""
 
@@ -89,21 +110,29 @@ class UpstreamReply:
 
 @dataclass(slots=True)
 class UpstreamStream:
-    """A stream whose first chunk has arrived."""
+    """A stream whose first chunk has arrived, read in batches (what arrived together)."""
 
-    first: Chunk
-    rest: AsyncIterator[Chunk]
+    first: Batch
+    rest: AsyncIterator[Batch]
     locality: Locality
     on_close: Callable[[], Awaitable[None]] | None = None
     _closed: bool = field(default=False, repr=False)
 
-    async def chunks(self) -> AsyncIterator[Chunk]:
+    async def batches(self) -> AsyncIterator[Batch]:
         try:
             yield self.first
-            async for chunk in self.rest:
-                yield chunk
+            if not self.first.last:
+                async for batch in self.rest:
+                    yield batch
+                    if batch.last:
+                        break
         finally:
             await self.aclose()
+
+    async def chunks(self) -> AsyncIterator[Chunk]:
+        async for batch in self.batches():
+            for chunk in batch.chunks:
+                yield chunk
 
     async def aclose(self) -> None:
         if self._closed:
@@ -140,19 +169,20 @@ class Provider(abc.ABC):
         config: ProviderConfig,
         *,
         key: str | None,
-        client: Callable[[], httpx.AsyncClient],
+        http: Http,
         secrets: Secrets,
     ) -> None:
         self.name = name
         self.config = config
         self.url = config.url
         self.key = key
-        self._client = client
+        self.http = http
         self.secrets = secrets
+        self.loopback = is_loopback_url(self.url)
 
     @property
-    def client(self) -> httpx.AsyncClient:
-        return self._client()
+    def session(self) -> aiohttp.ClientSession:
+        return self.http.session(self.loopback)
 
     @property
     def locality(self) -> LocalityClass:
@@ -171,7 +201,8 @@ class Provider(abc.ABC):
         """Whether this upstream proves that ``model`` runs on this machine."""
         return self.locality == "local"
 
-    def timeout(self, timeouts: Timeouts, read: float) -> httpx.Timeout:
-        return httpx.Timeout(
-            connect=timeouts.connect, read=read, write=timeouts.connect, pool=timeouts.connect
+    def timeout(self, timeouts: Timeouts, read: float) -> aiohttp.ClientTimeout:
+        """Connect and read-inactivity limits (the callers bound the whole with asyncio)."""
+        return aiohttp.ClientTimeout(
+            total=None, connect=timeouts.connect, sock_connect=timeouts.connect, sock_read=read
         )

@@ -26,10 +26,10 @@ from __future__ import annotations
 import email.utils
 import json
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
-import httpx
+import aiohttp
 
 from ocak.errors import (
     InvalidRequest,
@@ -115,7 +115,7 @@ class Secrets:
         return data
 
 
-def retry_after(headers: httpx.Headers) -> float | None:
+def retry_after(headers: Mapping[str, str]) -> float | None:
     """Seconds from ``retry-after-ms`` or ``Retry-After`` (seconds or an HTTP date)."""
     ms = headers.get("retry-after-ms")
     if ms:
@@ -157,7 +157,7 @@ def _detail(body: bytes) -> tuple[str, dict[str, Any]]:
 
 
 def from_status(
-    provider: str, status: int, body: bytes, headers: httpx.Headers, secrets: Secrets
+    provider: str, status: int, body: bytes, headers: Mapping[str, str], secrets: Secrets
 ) -> OcakError:
     """An upstream's non-2xx answer as an ocak error (its message scrubbed of keys)."""
     message, fields = _detail(body)
@@ -185,14 +185,20 @@ def from_status(
     return err
 
 
-def from_httpx(provider: str, exc: httpx.HTTPError, secrets: Secrets) -> OcakError:
-    """A transport failure talking to ``provider``."""
+def from_transport(provider: str, exc: Exception, secrets: Secrets) -> OcakError:
+    """A transport failure talking to ``provider`` (aiohttp's errors, OS errors)."""
     detail = secrets.scrub(str(exc) or type(exc).__name__)
-    if isinstance(exc, httpx.TimeoutException):
-        phase = "connecting to" if isinstance(exc, httpx.ConnectTimeout) else "waiting for"
+    if isinstance(exc, TimeoutError):  # aiohttp's connect and read timeouts are TimeoutErrors
+        phase = (
+            "connecting to" if isinstance(exc, aiohttp.ConnectionTimeoutError) else "waiting for"
+        )
         return UpstreamTimeout(f"timed out {phase} provider '{provider}'")
-    if isinstance(exc, httpx.ConnectError):
+    if isinstance(exc, aiohttp.ClientConnectorError):
         return UpstreamUnreachable(f"cannot reach provider '{provider}': {detail}")
-    if isinstance(exc, httpx.RemoteProtocolError | httpx.ReadError):
+    if isinstance(exc, aiohttp.ClientPayloadError | aiohttp.ServerDisconnectedError):
         return UpstreamBroken(f"provider '{provider}' broke off its answer: {detail}")
     return UpstreamBroken(f"talking to provider '{provider}' failed: {detail}")
+
+
+# What ``from_transport`` translates: catch these where a provider talks to its upstream.
+TRANSPORT_ERRORS = (aiohttp.ClientError, OSError)

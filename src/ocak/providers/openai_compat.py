@@ -16,13 +16,14 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any
 
-import httpx
+import aiohttp
 
 from ocak.errors import OcakError
 from ocak.gateway.config import Timeouts
 from ocak.providers.base import (
     LOCALITY,
     REQUIRE_LOCALITY,
+    Batch,
     Call,
     Chunk,
     Locality,
@@ -31,18 +32,19 @@ from ocak.providers.base import (
     Upstream,
     UpstreamReply,
     UpstreamStream,
-    is_loopback_url,
     parse_json,
 )
 from ocak.providers.errors import (
+    TRANSPORT_ERRORS,
     LocalityUnverified,
+    Secrets,
     UpstreamBroken,
     UpstreamTimeout,
-    from_httpx,
     from_status,
+    from_transport,
 )
 from ocak.providers.presets import GENERIC, PRESETS, Preset, translate
-from ocak.providers.sse import sse_events
+from ocak.providers.sse import sse_batches
 
 _PATHS = {"chat": "/chat/completions", "completions": "/completions"}
 
@@ -60,14 +62,17 @@ class OpenAICompatible(Provider):
         self._local_headers = {**headers, REQUIRE_LOCALITY: "local"}
         self._verified: dict[str, float] = {}  # model -> monotonic time the proof expires
         self.locality_ttl = 30.0
+        self._locality_class: LocalityClass = (
+            "local"
+            if self.config.local
+            else "verify"
+            if self.preset.locality == "verify" and self.loopback
+            else "remote"
+        )
 
     @property
     def locality(self) -> LocalityClass:
-        if self.config.local:
-            return "local"
-        if self.preset.locality == "verify" and is_loopback_url(self.url):
-            return "verify"
-        return "remote"
+        return self._locality_class
 
     def body(self, model: str, call: Call) -> dict[str, Any]:
         """The body this provider is sent (preset translation, model, usage for streams)."""
@@ -87,53 +92,51 @@ class OpenAICompatible(Provider):
     async def send(self, model: str, call: Call) -> Upstream:
         content = json.dumps(self.body(model, call), ensure_ascii=False, separators=(",", ":"))
         t = call.timeouts
-        request = self.client.build_request(
-            "POST",
-            self.url + _PATHS[call.endpoint],
-            content=content.encode(),
-            headers=self._local_headers if call.local_only else self._headers,
-            timeout=self.timeout(t, t.first_token if call.stream else t.total),
-        )
         loop = asyncio.get_running_loop()
         deadline = loop.time() + t.total
         first_deadline = loop.time() + t.first_token if call.stream else deadline
-        response: httpx.Response | None = None
+        response: aiohttp.ClientResponse | None = None
         try:
             async with asyncio.timeout_at(min(first_deadline, deadline)):
-                response = await self.client.send(request, stream=True)
-                if response.status_code >= 300:
-                    body = await response.aread()
+                response = await self.session.post(
+                    self.url + _PATHS[call.endpoint],
+                    data=content.encode(),
+                    headers=self._local_headers if call.local_only else self._headers,
+                    timeout=self.timeout(t, t.first_token if call.stream else t.total),
+                    allow_redirects=False,
+                )
+                if response.status >= 300:
+                    body = await response.read()
                     raise from_status(
-                        self.name, response.status_code, body, response.headers, self.secrets
+                        self.name, response.status, body, response.headers, self.secrets
                     )
                 locality = self._locality(response, call)
                 if not call.stream:
-                    raw = self.secrets.scrub_bytes(await response.aread())
-                    await response.aclose()
+                    raw = self.secrets.scrub_bytes(await response.read())
+                    response.release()
                     return UpstreamReply(raw, parse_json(self.name, raw), locality)
-                rest = self._chunks(response, deadline)
+                rest = self._batches(response, deadline)
                 try:
                     first = await anext(rest)
                 except StopAsyncIteration:
                     raise UpstreamBroken(
                         f"provider '{self.name}' ended its stream before any chunk"
                     ) from None
-        except TimeoutError:
-            await _close(response)
-            phase = "first chunk" if call.stream else "answer"
-            raise UpstreamTimeout(
-                f"provider '{self.name}' sent no {phase} within "
-                f"{min(t.first_token, t.total) if call.stream else t.total:g}s"
-            ) from None
-        except httpx.HTTPError as exc:
-            await _close(response)
-            raise from_httpx(self.name, exc, self.secrets) from None
+        except TRANSPORT_ERRORS as exc:  # asyncio's timeout is an OSError too
+            _close(response)
+            if isinstance(exc, TimeoutError) and not isinstance(exc, aiohttp.ClientError):
+                phase = "first chunk" if call.stream else "answer"
+                limit = min(t.first_token, t.total) if call.stream else t.total
+                raise UpstreamTimeout(
+                    f"provider '{self.name}' sent no {phase} within {limit:g}s"
+                ) from None
+            raise from_transport(self.name, exc, self.secrets) from None
         except BaseException:
-            await _close(response)
+            _close(response)
             raise
         return UpstreamStream(first, rest, locality)
 
-    def _locality(self, response: httpx.Response, call: Call) -> Locality:
+    def _locality(self, response: aiohttp.ClientResponse, call: Call) -> Locality:
         said = response.headers.get(LOCALITY)
         kind = self.locality
         if kind == "local":
@@ -147,34 +150,43 @@ class OpenAICompatible(Provider):
             return "local" if said == "local" else "remote"
         return "remote"
 
-    async def _chunks(self, response: httpx.Response, deadline: float) -> AsyncIterator[Chunk]:
-        """The stream's chunks up to ``[DONE]``; a cut, an error event or the total
-        timeout raise (the route turns that into an SSE error event)."""
+    async def _batches(
+        self, response: aiohttp.ClientResponse, deadline: float
+    ) -> AsyncIterator[Batch]:
+        """The stream's chunks up to ``[DONE]``, in the batches the network delivered; a cut,
+        an error event or the total timeout raise (the route makes that an SSE error event)."""
         loop = asyncio.get_running_loop()
         finished = False
         try:
-            async for event in sse_events(response.aiter_bytes()):
-                raw = event.data
-                if raw == b"[DONE]":
-                    return
-                raw = self.secrets.scrub_bytes(raw)
-                data = parse_json(self.name, raw)
-                if "error" in data and not data.get("choices"):
-                    raise _stream_error(self.name, data["error"], self.secrets)
-                yield Chunk(raw, data)
-                choices = data.get("choices")
-                if choices and isinstance(choices[0], dict) and choices[0].get("finish_reason"):
-                    finished = True
+            async for events in sse_batches(response.content.iter_any()):
+                chunks: list[Chunk] = []
+                for event in events:
+                    raw = event.data
+                    if raw == b"[DONE]":
+                        yield Batch(chunks, last=True)
+                        return
+                    raw = self.secrets.scrub_bytes(raw)
+                    data = parse_json(self.name, raw)
+                    if "error" in data and not data.get("choices"):
+                        if chunks:
+                            yield Batch(chunks)
+                        raise _stream_error(self.name, data["error"], self.secrets)
+                    chunks.append(Chunk(raw, data))
+                    choices = data.get("choices")
+                    if choices and isinstance(choices[0], dict) and choices[0].get("finish_reason"):
+                        finished = True
+                if chunks:
+                    yield Batch(chunks)
                 if loop.time() > deadline:
                     raise UpstreamTimeout(f"provider '{self.name}' exceeded its total timeout")
             if not finished:
                 raise UpstreamBroken(f"provider '{self.name}' ended its stream mid-answer")
-        except httpx.HTTPError as exc:
-            if isinstance(exc, httpx.ReadTimeout):
+        except TRANSPORT_ERRORS as exc:
+            if isinstance(exc, TimeoutError):
                 raise UpstreamTimeout(f"provider '{self.name}' went silent mid-stream") from None
-            raise from_httpx(self.name, exc, self.secrets) from None
+            raise from_transport(self.name, exc, self.secrets) from None
         finally:
-            await response.aclose()
+            response.close()
 
     async def verify_local(self, model: str, timeouts: Timeouts) -> bool:
         """Ask the upstream ocak whether it would serve ``model`` locally (cached a while)."""
@@ -185,14 +197,16 @@ class OpenAICompatible(Provider):
         if self._verified.get(model, 0.0) > now:
             return True
         try:
-            response = await self.client.get(
+            async with self.session.get(
                 f"{self.url}/models/{model}",
                 headers=self._local_headers,
                 timeout=self.timeout(timeouts, timeouts.first_token),
-            )
-        except httpx.HTTPError:
+                allow_redirects=False,
+            ) as response:
+                await response.read()
+        except TRANSPORT_ERRORS:
             return False
-        ok = response.status_code == 200 and response.headers.get(LOCALITY) == "local"
+        ok = response.status == 200 and response.headers.get(LOCALITY) == "local"
         if ok:
             self._verified[model] = now + self.locality_ttl
         else:
@@ -200,11 +214,11 @@ class OpenAICompatible(Provider):
         return ok
 
 
-def _stream_error(provider: str, error: Any, secrets: Any) -> OcakError:
+def _stream_error(provider: str, error: Any, secrets: Secrets) -> OcakError:
     message = error.get("message") if isinstance(error, dict) else error
     return UpstreamBroken(f"provider '{provider}' failed mid-stream: {secrets.scrub(str(message))}")
 
 
-async def _close(response: httpx.Response | None) -> None:
+def _close(response: aiohttp.ClientResponse | None) -> None:
     if response is not None:
-        await response.aclose()
+        response.close()

@@ -19,13 +19,14 @@ import contextlib
 import json
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
-import httpx
+import aiohttp
 
 from ocak.errors import OcakError
 from ocak.providers.base import (
+    Batch,
     Call,
     Chunk,
     Endpoint,
@@ -36,10 +37,11 @@ from ocak.providers.base import (
     parse_json,
 )
 from ocak.providers.errors import (
+    TRANSPORT_ERRORS,
     UpstreamBroken,
     UpstreamTimeout,
-    from_httpx,
     from_status,
+    from_transport,
 )
 from ocak.providers.sse import sse_events
 
@@ -198,26 +200,27 @@ class Replicate(Provider):
                 shaper = Shaper(call.endpoint, model, str(prediction.get("id") or uuid.uuid4()))
                 stream_url = (prediction.get("urls") or {}).get("stream")
                 if call.stream and stream_url and prediction.get("status") not in TERMINAL:
-                    rest = self._stream(prediction, stream_url, shaper, call, deadline)
+                    rest = _batched(self._stream(prediction, stream_url, shaper, call, deadline))
                     try:
                         first = await anext(rest)
                     except StopAsyncIteration:
                         raise UpstreamBroken(f"provider '{self.name}' streamed nothing") from None
                     return UpstreamStream(first, rest, "remote")
                 prediction = await self._wait(prediction, call)
-        except TimeoutError:
+        except TRANSPORT_ERRORS as exc:  # asyncio's timeout is an OSError too
             await self._cancel(prediction)
-            raise UpstreamTimeout(f"provider '{self.name}' did not answer in time") from None
-        except httpx.HTTPError as exc:
-            await self._cancel(prediction)
-            raise from_httpx(self.name, exc, self.secrets) from None
+            if isinstance(exc, TimeoutError) and not isinstance(exc, aiohttp.ClientError):
+                raise UpstreamTimeout(f"provider '{self.name}' did not answer in time") from None
+            raise from_transport(self.name, exc, self.secrets) from None
         except BaseException:
             await self._cancel(prediction)
             raise
         text, usage = _output(prediction), _usage(prediction)
         if not call.stream:
             return shaper.reply(text, usage)
-        return UpstreamStream(shaper.text(text), _finish(shaper, usage), "remote")
+        return UpstreamStream(
+            Batch([shaper.text(text)]), _batched(_finish(shaper, usage)), "remote"
+        )
 
     async def _create(self, model: str, call: Call) -> dict[str, Any]:
         body: dict[str, Any] = {"input": replicate_input(call.payload, call.endpoint)}
@@ -232,20 +235,19 @@ class Replicate(Provider):
         headers = self._headers
         if not call.stream:  # hold the request until the prediction ends (up to 60 s)
             headers = {**headers, "prefer": f"wait={max(1, min(60, int(call.timeouts.total)))}"}
-        response = await self.client.post(
+        async with self.session.post(
             url,
-            content=json.dumps(body, ensure_ascii=False).encode(),
+            data=json.dumps(body, ensure_ascii=False).encode(),
             headers=headers,
             timeout=self.timeout(call.timeouts, call.timeouts.total),
-        )
-        return self._check(response)
+            allow_redirects=False,
+        ) as response:
+            return self._check(response.status, await response.read(), response.headers)
 
-    def _check(self, response: httpx.Response) -> dict[str, Any]:
-        if response.status_code >= 300:
-            raise from_status(
-                self.name, response.status_code, response.content, response.headers, self.secrets
-            )
-        prediction = parse_json(self.name, self.secrets.scrub_bytes(response.content))
+    def _check(self, status: int, content: bytes, headers: Mapping[str, str]) -> dict[str, Any]:
+        if status >= 300:
+            raise from_status(self.name, status, content, headers, self.secrets)
+        prediction = parse_json(self.name, self.secrets.scrub_bytes(content))
         if prediction.get("status") == "failed":
             error = self.secrets.scrub(str(prediction.get("error") or "no detail"))
             raise UpstreamBroken(f"provider '{self.name}': the prediction failed: {error}")
@@ -257,10 +259,10 @@ class Replicate(Provider):
         url = (prediction.get("urls") or {}).get("get")
         if not url:
             raise UpstreamBroken(f"provider '{self.name}' gave no URL to follow the prediction")
-        response = await self.client.get(
+        async with self.session.get(
             url, headers=self._headers, timeout=self.timeout(call.timeouts, call.timeouts.total)
-        )
-        return self._check(response)
+        ) as response:
+            return self._check(response.status, await response.read(), response.headers)
 
     async def _wait(self, prediction: dict[str, Any], call: Call) -> dict[str, Any]:
         """Poll until the prediction ends (the caller's timeout bounds it)."""
@@ -280,25 +282,24 @@ class Replicate(Provider):
         deadline: float,
     ) -> AsyncIterator[Chunk]:
         headers = {**self._headers, "accept": "text/event-stream", "cache-control": "no-store"}
-        request = self.client.build_request(
-            "GET",
+        loop = asyncio.get_running_loop()
+        done = False
+        response = await self.session.get(
             url,
             headers=headers,
             timeout=self.timeout(call.timeouts, call.timeouts.first_token),
+            allow_redirects=False,
         )
-        loop = asyncio.get_running_loop()
-        done = False
-        response = await self.client.send(request, stream=True)
         try:
-            if response.status_code >= 300:
+            if response.status >= 300:
                 raise from_status(
                     self.name,
-                    response.status_code,
-                    await response.aread(),
+                    response.status,
+                    await response.read(),
                     response.headers,
                     self.secrets,
                 )
-            async for event in sse_events(response.aiter_bytes()):
+            async for event in sse_events(response.content.iter_any()):
                 if event.event == "output":
                     text = self.secrets.scrub_bytes(event.data).decode("utf-8", "replace")
                     yield shaper.text(text)
@@ -317,14 +318,14 @@ class Replicate(Provider):
                     raise UpstreamTimeout(f"provider '{self.name}' exceeded its total timeout")
             if not done:
                 raise UpstreamBroken(f"provider '{self.name}' ended its stream mid-answer")
-        except httpx.HTTPError as exc:
-            raise from_httpx(self.name, exc, self.secrets) from None
+        except TRANSPORT_ERRORS as exc:
+            raise from_transport(self.name, exc, self.secrets) from None
         finally:
-            await response.aclose()
+            response.close()
             if not done:
                 await self._cancel(prediction)
         usage = None
-        with contextlib.suppress(OcakError, httpx.HTTPError):  # counts: on the prediction
+        with contextlib.suppress(OcakError, *TRANSPORT_ERRORS):  # counts: on the prediction
             usage = _usage(await self._get(prediction, call))
         async for chunk in _finish(shaper, usage):
             yield chunk
@@ -333,8 +334,11 @@ class Replicate(Provider):
         """Cancel a prediction nobody will read (best effort, a couple of seconds at most)."""
         url = ((prediction or {}).get("urls") or {}).get("cancel")
         if url:
-            with contextlib.suppress(httpx.HTTPError, RuntimeError):
-                await self.client.post(url, headers=self._headers, timeout=2.0)
+            with contextlib.suppress(*TRANSPORT_ERRORS, RuntimeError):
+                async with self.session.post(
+                    url, headers=self._headers, timeout=aiohttp.ClientTimeout(total=2.0)
+                ) as response:
+                    await response.read()
 
 
 def _reason(data: bytes) -> str | None:
@@ -344,6 +348,16 @@ def _reason(data: bytes) -> str | None:
         return None
     reason = value.get("reason") if isinstance(value, dict) else None
     return reason if isinstance(reason, str) and reason else None
+
+
+async def _batched(chunks: AsyncIterator[Chunk]) -> AsyncIterator[Batch]:
+    try:
+        async for chunk in chunks:
+            yield Batch([chunk])
+    finally:
+        close = getattr(chunks, "aclose", None)
+        if close is not None:
+            await close()
 
 
 async def _finish(shaper: Shaper, usage: dict[str, int] | None) -> AsyncIterator[Chunk]:

@@ -29,8 +29,9 @@ def _parse(block: bytes) -> SseEvent | None:
     return SseEvent(event, data[0] if len(data) == 1 else b"\n".join(data))
 
 
-async def sse_events(chunks: AsyncIterator[bytes]) -> AsyncIterator[SseEvent]:
-    """The events of an SSE body, without waiting for more bytes than each one needs.
+async def sse_batches(chunks: AsyncIterator[bytes]) -> AsyncIterator[list[SseEvent]]:
+    """The events of an SSE body, as soon as each read completes them: one list per read
+    (what arrived together is handed on together, nothing waits for more bytes).
 
     An event cut off by the end of the body is not dispatched (as the SSE spec says).
     """
@@ -44,6 +45,7 @@ async def sse_events(chunks: AsyncIterator[bytes]) -> AsyncIterator[SseEvent]:
                 chunk, carry = chunk[:-1], b"\r"
             chunk = chunk.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
         buffer = buffer + chunk if buffer else chunk
+        events: list[SseEvent] = []
         while True:
             end = buffer.find(b"\n\n")
             if end < 0:
@@ -51,4 +53,13 @@ async def sse_events(chunks: AsyncIterator[bytes]) -> AsyncIterator[SseEvent]:
             block, buffer = buffer[:end], buffer[end + 2 :]
             parsed = _parse(block)
             if parsed is not None:
-                yield parsed
+                events.append(parsed)
+        if events:
+            yield events
+
+
+async def sse_events(chunks: AsyncIterator[bytes]) -> AsyncIterator[SseEvent]:
+    """The events of an SSE body one by one (see ``sse_batches``)."""
+    async for batch in sse_batches(chunks):
+        for event in batch:
+            yield event

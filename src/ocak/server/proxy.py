@@ -161,34 +161,44 @@ def upstream_response(
 async def forward(
     upstream: UpstreamStream, record: RequestRecord, include_usage: bool
 ) -> AsyncIterator[bytes]:
-    """The upstream's chunks as SSE frames, as they arrive; usage counted (and dropped
-    when the client did not ask for it); a failure becomes an error event."""
+    """The upstream's chunks as SSE frames, as they arrive (what one read brought goes out in
+    one write); usage counted, and dropped when the client did not ask for it; a failure
+    becomes an error event."""
     try:
-        async for chunk in upstream.chunks():
-            data = chunk.data
-            raw = chunk.raw
-            usage = data.get("usage")
-            choices = data.get("choices")
-            if usage:
-                _count(record, usage)
-                if not include_usage:
-                    if not choices:
-                        continue  # the usage chunk ocak asked for on its own account
-                    stripped = dict(data)
-                    del stripped["usage"]
-                    raw = json.dumps(stripped, ensure_ascii=False).encode()
-            if choices and isinstance(choices[0], dict):
-                first = choices[0]
-                if record.first_token_at is None:
-                    delta = first.get("delta")
-                    if first.get("text") or (
-                        isinstance(delta, dict)
-                        and (delta.get("content") or delta.get("tool_calls"))
-                    ):
-                        record.first_token()
-                if first.get("finish_reason"):
-                    record.finish_reason = first["finish_reason"]
-            yield b"data: " + raw + b"\n\n"
+        async for batch in upstream.batches():
+            frames: list[bytes] = []
+            for chunk in batch.chunks:
+                data = chunk.data
+                raw = chunk.raw
+                usage = data.get("usage")
+                choices = data.get("choices")
+                if usage:
+                    _count(record, usage)
+                    if not include_usage:
+                        if not choices:
+                            continue  # the usage chunk ocak asked for on its own account
+                        stripped = dict(data)
+                        del stripped["usage"]
+                        raw = json.dumps(stripped, ensure_ascii=False).encode()
+                if choices and isinstance(choices[0], dict):
+                    first = choices[0]
+                    if record.first_token_at is None:
+                        delta = first.get("delta")
+                        if first.get("text") or (
+                            isinstance(delta, dict)
+                            and (delta.get("content") or delta.get("tool_calls"))
+                        ):
+                            record.first_token()
+                    if first.get("finish_reason"):
+                        record.finish_reason = first["finish_reason"]
+                frames.append(b"data: " + raw + b"\n\n")
+            if batch.last:
+                record.first_token()
+                frames.append(DONE)  # the record is complete: sinks run before this write
+                yield b"".join(frames)
+                return
+            if frames:
+                yield b"".join(frames)
     except OcakError as exc:
         record.fail(exc.status, exc.code)
         yield sse_error(exc)
