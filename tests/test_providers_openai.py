@@ -16,7 +16,7 @@ import pytest
 from gateway_stubs import TOKENS, OpenAIStub, cut, echo_auth, hang, ok, status
 from helpers import free_port
 from ocak.gateway.config import ProviderConfig, Timeouts
-from ocak.providers.base import Call, UpstreamReply, UpstreamStream, Http
+from ocak.providers.base import Call, Http, UpstreamReply, UpstreamStream
 from ocak.providers.errors import (
     LocalityUnverified,
     Secrets,

@@ -12,7 +12,7 @@ import pytest
 from gateway_stubs import ReplicateStub, cut, status
 from helpers import wait_until
 from ocak.gateway.config import ProviderConfig, Timeouts
-from ocak.providers.base import Call, UpstreamReply, UpstreamStream, Http
+from ocak.providers.base import Call, Http, UpstreamReply, UpstreamStream
 from ocak.providers.errors import (
     Secrets,
     UpstreamBroken,
