@@ -104,6 +104,7 @@ async def play(url: str, sessions: int, turns: int) -> tuple[list[Turn], float]:
 
 def row(name: str, turns: list[Turn], wall: float) -> list[Any]:
     ok = [t for t in turns if t.ok]
+    spoken = [t.first_text for t in ok if t.first_text == t.first_text]  # some packets say nothing
     prompt = sum(t.prompt_tokens for t in ok)
     cached = sum(t.cached_tokens for t in ok)
     completion = sum(t.completion_tokens for t in ok)
@@ -111,8 +112,8 @@ def row(name: str, turns: list[Turn], wall: float) -> list[Any]:
         name,
         len(ok),
         len(turns) - len(ok),
-        percentile([t.first_text for t in ok], 50),
-        percentile([t.first_text for t in ok], 95),
+        percentile(spoken, 50),
+        percentile(spoken, 95),
         percentile([t.complete for t in ok], 50),
         percentile([t.complete for t in ok], 95),
         completion / len(ok) if ok else float("nan"),
