@@ -355,3 +355,49 @@ def test_history_shows_the_characters_own_turns_as_valid_packets(tmp_path: Path)
     card = service.card("bram")
     for content in own:
         parse_packet(content, card)
+
+
+def test_turns_are_usage_records_and_keys_may_be_limited_to_models(tmp_path: Path) -> None:
+    """A character turn is a model call like a chat completion: a usage row, key checks."""
+    from ocak.store.db import database_path, open_database
+    from ocak.store.keys import create_key
+    from ocak.store.usage import recent_usage
+
+    script = Scripted(wire("Aye."))
+
+    async def go() -> None:
+        engine = FakeEngine("default", script=script, context_length=100_000)
+        await engine.load()
+        db = open_database(database_path(tmp_path))
+        allowed, _ = create_key(db, "game", models=["default"])
+        other, _ = create_key(db, "other", models=["elsewhere"])
+        app = create_app(Settings(data_dir=tmp_path), EngineRegistry([engine]), db=db)
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as c:
+            auth = {"Authorization": f"Bearer {allowed}"}
+            assert (await c.get("/v1/characters")).status_code == 401
+            card = (EXAMPLES / "bram.yaml").read_bytes()
+            r = await c.post("/v1/characters/import", content=card, headers=auth)
+            assert r.status_code == 201
+            r = await c.post(
+                "/v1/sessions", json={"player_id": "p", "characters": ["bram"]}, headers=auth
+            )
+            sid = r.json()["id"]
+            r = await c.post(f"/v1/sessions/{sid}/messages", json={"text": "hi"}, headers=auth)
+            assert r.status_code == 200, r.text
+            turn = r.json()
+            r = await c.post(
+                f"/v1/sessions/{sid}/messages",
+                json={"text": "hi"},
+                headers={"Authorization": f"Bearer {other}"},
+            )
+            assert r.status_code == 403 and r.json()["error"]["param"] == "model"
+        rows = [u for u in recent_usage(db) if u.status == "completed"]
+        assert len(rows) == 1
+        row = rows[0]
+        assert (row.model, row.backend, row.key_name) == ("default", "fake:default", "game")
+        assert row.prompt_tokens == turn["usage"]["prompt_tokens"] > 0
+        assert row.completion_tokens == turn["usage"]["completion_tokens"] > 0
+        db.close()
+
+    asyncio.run(go())
