@@ -401,3 +401,30 @@ def test_turns_are_usage_records_and_keys_may_be_limited_to_models(tmp_path: Pat
         db.close()
 
     asyncio.run(go())
+
+
+def test_cli_chat_talks_to_a_running_server(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from helpers import AppServer
+    from ocak.cli.main import app as cli
+
+    script = Scripted(wire("*nods* Welcome, friend.", emotion={"label": "joy", "strength": 7}))
+    engine = FakeEngine("default", script=script, context_length=100_000)
+    app = create_app(Settings(data_dir=tmp_path), EngineRegistry([engine]))
+    with AppServer(app) as server:
+        httpx.post(
+            f"{server.url}/v1/characters/import", content=(EXAMPLES / "bram.yaml").read_bytes()
+        ).raise_for_status()
+        r = CliRunner().invoke(
+            cli,
+            ["characters", "chat", "bram", "--url", server.url, "--name", "Ada"],
+            input="Hello!\n/event a wolf howls\n/exit\n",
+        )
+    assert r.exit_code == 0, r.output
+    assert "What do you need, Ada?" in r.output  # the greeting
+    assert r.output.count("Bram: Welcome, friend.") == 2  # a line, then an event
+    assert "[joy 0.7]" in r.output and "*nods*" in r.output
+    assert "[Event: a wolf howls]" in "\n".join(
+        m.content for m in script.requests[-1].messages or []
+    )

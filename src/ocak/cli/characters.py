@@ -133,7 +133,7 @@ def chat(
         if r.status_code != 201:
             fail(r.json().get("error", {}).get("message", r.text))
         session = r.json()
-        err_console.print(f"Session {session['id']}. {HELP}", highlight=False)
+        err_console.print(f"Session {session['id']}. {HELP}", highlight=False, markup=False)
         for turn in session["turns"]:
             _print_turn(turn.get("speaker") or "", turn)
         while True:
@@ -156,14 +156,16 @@ def chat(
             except KeyboardInterrupt:
                 sys.stdout.write(" [interrupted]\n")
             except httpx.HTTPError as exc:
-                err_console.print(f"error: {exc}", highlight=False)
+                err_console.print(f"error: {exc}", highlight=False, markup=False)
 
 
 def _stream_turn(http: httpx.Client, session_id: str, body: dict[str, Any]) -> None:
     with http.stream("POST", f"/v1/sessions/{session_id}/messages", json=body) as r:
         if r.status_code != 200:
             r.read()
-            err_console.print(f"error: {r.json()['error']['message']}", highlight=False)
+            err_console.print(
+                f"error: {r.json()['error']['message']}", highlight=False, markup=False
+            )
             return
         for event in sse_events(r):
             kind = event["type"]
@@ -174,7 +176,9 @@ def _stream_turn(http: httpx.Client, session_id: str, body: dict[str, Any]) -> N
             elif kind == "reset":
                 sys.stdout.write(" [retrying]\n")
             elif kind == "error":
-                err_console.print(f"\nerror: {event['error']['message']}", highlight=False)
+                err_console.print(
+                    f"\nerror: {event['error']['message']}", highlight=False, markup=False
+                )
             elif kind == "done":
                 sys.stdout.write("\n")
                 _print_details(event["turn"])
@@ -201,4 +205,4 @@ def _print_details(turn: dict[str, Any]) -> None:
             "(" + ", ".join(f"{k} {v['value']:.0f} {v['label']}" for k, v in rel.items()) + ")"
         )
     if bits:
-        err_console.print("  " + " ".join(bits), highlight=False, style="dim")
+        err_console.print("  " + " ".join(bits), highlight=False, markup=False, style="dim")
