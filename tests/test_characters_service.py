@@ -34,6 +34,7 @@ from ocak.config import Settings
 from ocak.engines.chat_template import ChatTemplate
 from ocak.engines.fake import FakeEngine
 from ocak.engines.registry import EngineRegistry
+from ocak.errors import InvalidRequest
 from ocak.protocol.generation import GenerationRequest
 from ocak.server.app import create_app
 from ocak.store import characters as store
@@ -428,3 +429,13 @@ def test_cli_chat_talks_to_a_running_server(tmp_path: Path) -> None:
     assert "[Event: a wolf howls]" in "\n".join(
         m.content for m in script.requests[-1].messages or []
     )
+
+
+def test_a_packet_larger_than_the_servers_answer_cap_is_refused(tmp_path: Path) -> None:
+    service = make_service(tmp_path, Scripted(wire()))
+    service.max_tokens_cap = 64
+    sid = service.create_session("p1", ["bram"], greet=False).id
+    with pytest.raises(InvalidRequest, match="max-tokens-limit"):
+        run_turn(service, sid, text="hi")
+    service.max_tokens_cap = 4096
+    assert done(run_turn(service, sid, text="hi")).text == "Aye."

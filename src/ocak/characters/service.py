@@ -59,7 +59,7 @@ from ocak.characters.packet import (
 from ocak.characters.serving import ModelResolver, ServingModel
 from ocak.characters.settings import CharacterSettings
 from ocak.characters.turns import choose_speaker
-from ocak.errors import ContextLengthExceeded, NotFound, OcakError
+from ocak.errors import ContextLengthExceeded, InvalidRequest, NotFound, OcakError
 from ocak.protocol.generation import (
     Constraint,
     Finished,
@@ -97,10 +97,14 @@ class CharacterService:
         db: Database,
         resolve: ModelResolver,
         settings: CharacterSettings | None = None,
+        *,
+        max_tokens_cap: int | None = None,
     ) -> None:
         self.db = db
         self.resolve = resolve
         self.settings = settings or CharacterSettings()
+        # The server's --max-tokens-limit: a packet that may need more is refused, not cut.
+        self.max_tokens_cap = max_tokens_cap
         self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
 
     # -- cards ------------------------------------------------------------------
@@ -265,6 +269,13 @@ class CharacterService:
         inp: TurnInput,
     ) -> AsyncIterator[TurnEvent]:
         bound = packet_token_bound(card)
+        if self.max_tokens_cap is not None and bound > self.max_tokens_cap:
+            raise InvalidRequest(
+                f"{card.name}'s packets may need {bound} tokens, more than this server allows "
+                f"per answer ({self.max_tokens_cap}, --max-tokens-limit). Lower the card's "
+                "text_max_chars or its actions, or raise the limit.",
+                param="character",
+            )
         room = model.context_length - bound
         budget = self.settings.history_budget
         parts: P.PromptParts | None = None

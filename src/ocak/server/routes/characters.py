@@ -60,7 +60,9 @@ def get_service(request: Request) -> CharacterService:
     service = state.extras.get(SERVICE_KEY)
     if service is None:
         db = store.open_characters_db(state.settings.data_dir)
-        service = CharacterService(db, local_resolver(state.engines))
+        service = CharacterService(
+            db, local_resolver(state.engines), max_tokens_cap=state.settings.max_tokens_limit
+        )
         state.extras[SERVICE_KEY] = service
     assert isinstance(service, CharacterService)
     return service
