@@ -246,3 +246,16 @@ def test_a_loopback_ocak_must_prove_it_is_local(stub: OpenAIStub) -> None:
     assert up.locality == "local"
     assert provider(stub.url, preset="ollama").locality == "remote"  # loopback proves nothing
     assert provider(stub.url, preset="ollama", local=True).locality == "local"
+
+
+def test_proxies_come_from_the_environment_but_never_for_loopback(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.example:3128")
+    monkeypatch.setenv("ALL_PROXY", "http://proxy.example:3128")
+    monkeypatch.setenv("NO_PROXY", "api.internal")
+    remote = provider("https://api.groq.com/openai")
+    assert remote.proxy == "http://proxy.example:3128"
+    assert provider("https://api.internal").proxy is None  # NO_PROXY
+    assert provider("http://127.0.0.1:9", preset="ocak").proxy is None  # loopback: never
+    assert provider("http://localhost:9", preset="ollama").proxy is None

@@ -104,6 +104,7 @@ class OpenAICompatible(Provider):
                     headers=self._local_headers if call.local_only else self._headers,
                     timeout=self.timeout(t, t.first_token if call.stream else t.total),
                     allow_redirects=False,
+                    proxy=self.proxy,
                 )
                 if response.status >= 300:
                     body = await response.read()
@@ -202,6 +203,7 @@ class OpenAICompatible(Provider):
                 headers=self._local_headers,
                 timeout=self.timeout(timeouts, timeouts.first_token),
                 allow_redirects=False,
+                proxy=self.proxy,
             ) as response:
                 await response.read()
         except TRANSPORT_ERRORS:

@@ -241,6 +241,7 @@ class Replicate(Provider):
             headers=headers,
             timeout=self.timeout(call.timeouts, call.timeouts.total),
             allow_redirects=False,
+            proxy=self.proxy,
         ) as response:
             return self._check(response.status, await response.read(), response.headers)
 
@@ -260,7 +261,10 @@ class Replicate(Provider):
         if not url:
             raise UpstreamBroken(f"provider '{self.name}' gave no URL to follow the prediction")
         async with self.session.get(
-            url, headers=self._headers, timeout=self.timeout(call.timeouts, call.timeouts.total)
+            url,
+            headers=self._headers,
+            timeout=self.timeout(call.timeouts, call.timeouts.total),
+            proxy=self.proxy,
         ) as response:
             return self._check(response.status, await response.read(), response.headers)
 
@@ -289,6 +293,7 @@ class Replicate(Provider):
             headers=headers,
             timeout=self.timeout(call.timeouts, call.timeouts.first_token),
             allow_redirects=False,
+            proxy=self.proxy,
         )
         try:
             if response.status >= 300:
@@ -336,7 +341,10 @@ class Replicate(Provider):
         if url:
             with contextlib.suppress(*TRANSPORT_ERRORS, RuntimeError):
                 async with self.session.post(
-                    url, headers=self._headers, timeout=aiohttp.ClientTimeout(total=2.0)
+                    url,
+                    headers=self._headers,
+                    timeout=aiohttp.ClientTimeout(total=2.0),
+                    proxy=self.proxy,
                 ) as response:
                     await response.read()
 

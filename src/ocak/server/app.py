@@ -9,6 +9,7 @@ can exit non-zero.
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
@@ -63,6 +64,10 @@ def create_app(
                 await grpc.engines_changed()
             if not engines.ready and on_fatal is not None:
                 on_fatal("; ".join(f"{e.model_id}: {e.error}" for e in engines.failed))
+            # What start-up made lives as long as the process: out of the collector's sight.
+            # A full collection over it took ~50 ms here (~100k objects), a stall for every
+            # request in flight; after the freeze it takes well under a millisecond.
+            gc.freeze()
 
         loader = asyncio.create_task(load())
         try:
