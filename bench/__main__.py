@@ -16,6 +16,7 @@ BENCHES = {
     "grpc": "bench.grpc_bench",
     "ctranslate2": "bench.ct2",
     "characters": "bench.characters",
+    "gateway": "bench.gateway",
     "soak": "bench.soak",
 }
 # `make bench` runs these; the others are named explicitly (`make bench ARGS=soak`).
