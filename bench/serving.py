@@ -238,7 +238,12 @@ def plot(results: dict[str, list[LevelResult]], baseline: float, path: Path) -> 
     fig.savefig(path, dpi=110)
 
 
-def main(levels: list[int] = LEVELS) -> None:
+def main(argv: list[str] | None = None) -> None:
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m bench serving", description=__doc__)
+    parser.add_argument("--levels", type=int, nargs="+", default=LEVELS)
+    levels: list[int] = parser.parse_args(argv).levels
     model = default_model_path()
     print(f"raw engine baseline ({THREADS} threads)...", flush=True)
     base_runs = raw_engine()

@@ -167,3 +167,37 @@ def test_queue_timeout_is_503(tmp_path: object) -> None:
         assert "retry-after" in second.headers
     finally:
         proc.stop()
+
+
+def test_a_repeated_system_prompt_is_reused_and_gives_the_same_answer(
+    server: ServerProcess,
+) -> None:
+    rules = " ".join(
+        f"Rule {k}: the innkeeper greets travellers and never speaks of the cellar."
+        for k in range(20)
+    )
+
+    def ask(system: str) -> tuple[str, int]:
+        r = httpx.post(
+            f"{server.url}/v1/chat/completions",
+            json={
+                "model": "default",
+                "messages": [
+                    {"role": "system", "content": system},
+                    {"role": "user", "content": "Who are you?"},
+                ],
+                "max_tokens": 24,
+                "temperature": 0,
+            },
+            timeout=120,
+        )
+        assert r.status_code == 200, r.text
+        body = r.json()
+        cached = body["usage"]["prompt_tokens_details"]["cached_tokens"]
+        return body["choices"][0]["message"]["content"], cached
+
+    first, _ = ask(rules)
+    ask("You are a pirate.")  # another conversation in between must not evict it
+    again, cached = ask(rules)
+    assert cached >= 256  # whole prefill chunks of the ~400-token prompt came from the cache
+    assert again == first  # and the answer is the one computed from scratch

@@ -229,9 +229,10 @@ class Scheduler:
             n = min(common_prefix(slot.tokens, job.tokens), slot.reusable, limit)
             return n // chunk * chunk
 
-        # The most reusable free slot; among equals the lowest sequence id, which keeps
-        # running sequences contiguous (llama.cpp batches contiguous ids together).
-        best = max(free, key=lambda s: (reusable(s), -s.seq))
+        # The most reusable free slot; among equals one whose cache is worth nothing to
+        # keep, then the lowest sequence id: llama.cpp decodes contiguous sequence ids in
+        # one micro-batch, so filling from the bottom keeps running sequences together.
+        best = max(free, key=lambda s: (reusable(s), s.reusable < chunk, -s.seq))
         shared = reusable(best)
         donor = max(self.slots, key=reusable)
         if donor is not best and reusable(donor) >= shared + chunk:
