@@ -519,7 +519,7 @@ def report(targets: Sequence[Target], results: dict[str, Any], command: str, qui
         if "litellm" in names
         else "LiteLLM could not be installed or started here: ocak against the stub alone."
     )
-    body = header(command, "ocak", "uvicorn", "httpx", "fastapi") + (
+    body = header(command, "ocak", "uvicorn", "aiohttp", "fastapi") + (
         "\nA stub OpenAI-compatible upstream answering in about 4 ms (uvicorn, raw ASGI, "
         "its own process); ocak with an alias on it, an API key required and a usage record "
         f"committed per request; {litellm_note} Load: open loop from one Python process "
@@ -583,7 +583,7 @@ def main(argv: list[str] | None = None) -> None:
     body = report(started, results, command, args.quick)
     print(body)
     write_section("gateway", "Gateway overhead: ocak and LiteLLM in front of one stub", body)
-    print(f"versions: {versions('ocak', 'httpx', 'uvicorn')}")
+    print(f"versions: {versions('ocak', 'aiohttp', 'uvicorn')}")
 
 
 if __name__ == "__main__":
