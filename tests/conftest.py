@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import openai
 import pytest
 
@@ -49,27 +50,58 @@ def ct2_model(pytestconfig: pytest.Config) -> Path:
     return convert_default_model(pytestconfig.cache.mkdir("ocak-ct2"))
 
 
+class ServerPool:
+    """One ``ocak serve`` per engine, started on first use and kept for the session.
+
+    ``server`` asks the pool by engine on every module rather than caching one
+    process at session scope: pytest keys a session fixture that is not itself
+    parametrized by nothing, so a cached CTranslate2 server would otherwise be
+    handed to a later module that asked for llama.cpp.
+    """
+
+    def __init__(self, tmp: pytest.TempPathFactory, request: pytest.FixtureRequest) -> None:
+        self._tmp = tmp
+        self._request = request
+        self._servers: dict[str, ServerProcess] = {}
+
+    def get(self, engine: str) -> ServerProcess:
+        if engine not in self._servers:
+            model: list[str] = []
+            if engine == "ctranslate2":
+                model = ["--model", f"default={self._request.getfixturevalue('ct2_model')}"]
+            proc = ServerProcess(
+                ["--parallel", "16", "--ctx-size", "1024", "--max-queue", "4", *model],
+                env={"OCAK_DATA_DIR": str(self._tmp.mktemp("ocak-data"))},
+            )
+            self._servers[engine] = proc
+            proc.wait_ready()
+            served = httpx.get(f"{proc.url}/v1/models/default", timeout=10).json()
+            assert served["meta"]["engine"] == engine, served
+        return self._servers[engine]
+
+    def stop(self) -> None:
+        for proc in self._servers.values():
+            proc.stop()
+
+
 @pytest.fixture(scope="session")
-def server(
-    engine: str, tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
-) -> Iterator[ServerProcess]:
-    """``ocak serve`` on the default model with ``engine``, over real HTTP on loopback."""
-    data = tmp_path_factory.mktemp("ocak-data")
-    model: list[str] = []
-    if engine == "ctranslate2":
-        model = ["--model", f"default={request.getfixturevalue('ct2_model')}"]
-    proc = ServerProcess(
-        ["--parallel", "16", "--ctx-size", "1024", "--max-queue", "4", *model],
-        env={"OCAK_DATA_DIR": str(data)},
-    )
+def server_pool(
+    tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
+) -> Iterator[ServerPool]:
+    pool = ServerPool(tmp_path_factory, request)
     try:
-        proc.wait_ready()
-        yield proc
+        yield pool
     finally:
-        proc.stop()
+        pool.stop()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
+def server(engine: str, server_pool: ServerPool) -> ServerProcess:
+    """``ocak serve`` on the default model with ``engine``, over real HTTP on loopback."""
+    return server_pool.get(engine)
+
+
+@pytest.fixture(scope="module")
 def client(server: ServerProcess) -> openai.OpenAI:
     """The official OpenAI client, pointed at ocak by base_url alone."""
     return openai.OpenAI(base_url=f"{server.url}/v1", api_key="unused", max_retries=0)
