@@ -230,8 +230,12 @@ class CharacterService:
         inp: TurnInput,
         *,
         authorize: Callable[[str], None] | None = None,
+        local_only: bool = False,
     ) -> AsyncGenerator[TurnEvent, None]:
-        """Run one turn; see the module docstring for the events."""
+        """Run one turn; see the module docstring for the events.
+
+        ``local_only``: the turn must not leave this machine (a local-only key).
+        """
         session = self._session_row(session_id)
         async with self._lock(session_id):
             ids = store.active_members(self.db, session_id)
@@ -254,7 +258,7 @@ class CharacterService:
             )
             if authorize is not None:
                 authorize(speaker.model)
-            model = self.resolve(speaker.model)
+            model = self.resolve(speaker.model, local_only=local_only)
             new = _lines(inp, speaker.id, session.player_name)
             async for event in self._generate(session, speaker, members, new, model, inp):
                 yield event

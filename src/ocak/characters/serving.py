@@ -1,20 +1,27 @@
-"""Which model serves a character: a card names an ocak model id.
+"""Which model serves a character: a card names an ocak model (a local engine or an alias).
 
-Today that is a local engine (``state.engines``). The gateway (issue 5) will
-resolve the same name as an alias that may point at a hosted provider; it
-plugs in as another ``ModelResolver``. Whatever serves a character gets the
-packet schema as a ``Constraint`` and its output is validated either way, so a
-provider that ignores the schema still yields a valid packet or a clear error.
+``gateway_resolver`` resolves the name the way the HTTP API does: a local
+engine id directly, an alias through the gateway's router (fallback, local-only,
+remote providers). Whatever serves a character gets the packet schema as a
+``Constraint`` (local engines enforce it while decoding, remote providers get it
+as a ``json_schema`` response format) and its output is validated either way, so
+a provider that ignores the schema still yields a valid packet or a clear error.
 """
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
+from typing import Any, Protocol
 
 from ocak.engines.base import Engine
 from ocak.engines.registry import EngineRegistry
 from ocak.protocol.generation import GenerationEvent, GenerationRequest
+
+# Assumed for a model whose window ocak cannot know (a remote provider's).
+REMOTE_CONTEXT = 8192
+
+Generate = Callable[[GenerationRequest], AsyncIterator[GenerationEvent]]
 
 
 @dataclass(slots=True)
@@ -22,32 +29,83 @@ class ServingModel:
     """What the character engine needs of a model."""
 
     model_id: str
-    backend: str  # e.g. "llama.cpp:default", for usage records
-    locality: str  # "local" or "remote"
+    backend: str  # e.g. "llama.cpp:default", for usage records (set once routed)
+    locality: str  # "local" or "remote" (set once routed)
     context_length: int
-    engine: Engine
+    counter: Callable[[str], int]
+    generator: Generate
 
     def count_tokens(self, text: str) -> int:
-        return self.engine.count_tokens(text)
+        return self.counter(text)
 
     def generate(self, request: GenerationRequest) -> AsyncIterator[GenerationEvent]:
-        return self.engine.generate(request)
+        return self.generator(request)
 
 
-ModelResolver = Callable[[str], ServingModel]
+class ModelResolver(Protocol):
+    """Find the model serving a card; ``local_only`` keeps it on this machine."""
+
+    def __call__(self, model_id: str, *, local_only: bool = False) -> ServingModel: ...
+
+
+def engine_model(engine: Engine) -> ServingModel:
+    return ServingModel(
+        model_id=engine.model_id,
+        backend=f"{engine.kind}:{engine.model_id}",
+        locality="local",
+        context_length=engine.info().context_length,
+        counter=engine.count_tokens,
+        generator=engine.generate,
+    )
 
 
 def local_resolver(engines: EngineRegistry) -> ModelResolver:
     """Resolve model ids to the server's local engines (404 unknown, 503 loading)."""
 
-    def resolve(model_id: str) -> ServingModel:
-        engine = engines.get(model_id)
-        return ServingModel(
+    def resolve(model_id: str, *, local_only: bool = False) -> ServingModel:
+        return engine_model(engines.get(model_id))
+
+    return resolve
+
+
+def gateway_resolver(router: Any, engines: EngineRegistry) -> ModelResolver:
+    """Resolve a card's model like the API does: an alias through the gateway, or an engine."""
+    from ocak.gateway.generation import RoutedModel
+    from ocak.gateway.router import Router, Served
+
+    assert isinstance(router, Router)
+    local = local_resolver(engines)
+
+    def resolve(model_id: str, *, local_only: bool = False) -> ServingModel:
+        alias = router.resolve(model_id)  # ModelNotFound for an unknown name
+        if alias.direct:
+            return local(model_id)
+        routed = RoutedModel(router, engines, model_id)
+        local_targets = [engines.find(t.engine) for t in alias.targets if t.engine]
+        ready = [e for e in local_targets if e is not None and e.state == "ready"]
+        # Budgets need a token count before the answer: the first local target's tokenizer
+        # (exact when it serves), else any ready engine's, else about four characters a token.
+        counter_engine = ready[0] if ready else next(iter(engines.ready), None)
+        remote = any(t.engine is None for t in alias.targets)
+        windows = [e.info().context_length for e in ready]
+        model = ServingModel(
             model_id=model_id,
-            backend=f"{engine.kind}:{engine.model_id}",
-            locality="local",
-            context_length=engine.info().context_length,
-            engine=engine,
+            backend=alias.targets[0].name if alias.targets else model_id,
+            locality="remote" if remote else "local",
+            context_length=min(windows + ([REMOTE_CONTEXT] if remote or not windows else [])),
+            counter=counter_engine.count_tokens
+            if counter_engine is not None
+            else (lambda text: len(text) // 4 + 1),
+            generator=lambda request: routed.generate(
+                request, local_only=local_only, on_served=served
+            ),
         )
+
+        def served(result: Served[Any]) -> None:
+            engine = engines.find(result.target.engine) if result.target.engine else None
+            model.backend = f"{engine.kind}:{engine.model_id}" if engine else result.target.name
+            model.locality = result.locality
+
+        return model
 
     return resolve

@@ -37,11 +37,12 @@ from ocak.characters.events import (
     TurnInput,
 )
 from ocak.characters.service import CharacterService
-from ocak.characters.serving import local_resolver
+from ocak.characters.serving import gateway_resolver
 from ocak.characters.tavern import TavernCardV2
 from ocak.errors import NotFound, OcakError
 from ocak.protocol.openai import ErrorResponse
 from ocak.server.auth import get_key
+from ocak.server.proxy import gateway_of, wants_local
 from ocak.server.state import get_state
 from ocak.server.streaming import SSE_HEADERS, unless_disconnected
 from ocak.server.tracking import RequestRecord, get_record
@@ -60,9 +61,8 @@ def get_service(request: Request) -> CharacterService:
     service = state.extras.get(SERVICE_KEY)
     if service is None:
         db = store.open_characters_db(state.settings.data_dir)
-        service = CharacterService(
-            db, local_resolver(state.engines), max_tokens_cap=state.settings.max_tokens_limit
-        )
+        resolver = gateway_resolver(gateway_of(state).router, state.engines)
+        service = CharacterService(db, resolver, max_tokens_cap=state.settings.max_tokens_limit)
         state.extras[SERVICE_KEY] = service
     assert isinstance(service, CharacterService)
     return service
@@ -192,7 +192,10 @@ async def post_message(session_id: str, body: MessageIn, request: Request) -> An
         seed=body.seed,
         request_id=record.request_id,
     )
-    events = _tracked(get_service(request).turn(session_id, inp, authorize=authorize), record)
+    turn = get_service(request).turn(
+        session_id, inp, authorize=authorize, local_only=wants_local(request)
+    )
+    events = _tracked(turn, record)
     try:
         first = await anext(events)  # 4xx/5xx before any byte: unknown session, queue full...
     except StopAsyncIteration as exc:  # pragma: no cover - the service always ends with done
