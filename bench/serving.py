@@ -87,16 +87,18 @@ class RawEngine:
         """Tokens/s of one streamed answer, from the request to its last token."""
         start = time.perf_counter()
         tokens = 0
-        for _ in self.llm.create_chat_completion(
+        for chunk in self.llm.create_chat_completion(
             messages=[{"role": "user", "content": prompt(i)}],
             max_tokens=MAX_TOKENS,
             temperature=0.7,
             seed=i,
             stream=True,
         ):
-            tokens += 1
-        # The first chunk carries only the role; the rest one token each.
-        return (tokens - 1) / (time.perf_counter() - start)
+            # One chunk per token; the first (role only) and the last (finish) carry none.
+            delta = chunk["choices"][0]["delta"]
+            if isinstance(delta, dict) and delta.get("content"):
+                tokens += 1
+        return tokens / (time.perf_counter() - start)
 
 
 def single_stream(raw: RawEngine, url: str, runs: int = 8) -> tuple[list[float], list[float]]:

@@ -152,3 +152,33 @@ def test_no_keys_means_no_listening_beyond_loopback(tmp_path: Path) -> None:
     message = " ".join(result.stderr.split())
     assert "refusing to listen on 0.0.0.0 with no API keys" in message
     assert "--allow-no-keys" in message
+
+
+def test_prefill_chunk_flag_sets_the_unit_of_prefix_reuse(tmp_path: Path) -> None:
+    server = ServerProcess(
+        ["--ctx-size", "512", "--parallel", "2", "--prefill-chunk", "32"],
+        env={"OCAK_DATA_DIR": str(tmp_path)},
+    )
+    rules = " ".join(f"Rule {k}: the miller never lends his cart." for k in range(12))
+    body = {
+        "model": "default",
+        "messages": [{"role": "system", "content": rules}, {"role": "user", "content": "Hi"}],
+        "max_tokens": 4,
+        "temperature": 0,
+    }
+    try:
+        server.wait_ready()
+        cached = []
+        for _ in range(2):
+            r = httpx.post(f"{server.url}/v1/chat/completions", json=body, timeout=60)
+            assert r.status_code == 200, r.text
+            usage = r.json()["usage"]
+            cached.append(usage["prompt_tokens_details"]["cached_tokens"])
+        prompt_tokens = usage["prompt_tokens"]
+    finally:
+        server.stop()
+    assert cached[0] == 0
+    # Reused in whole 32-token chunks, up to the last boundary before the prompt's end
+    # (the default, 128, would reuse fewer of these ~150 tokens).
+    assert cached[1] == (prompt_tokens - 1) // 32 * 32
+    assert cached[1] % 128 != 0

@@ -29,6 +29,9 @@ def serve(
     parallel: int = typer.Option(None, "--parallel", "-np", help="Sequences decoded together."),
     max_queue: int = typer.Option(None, "--max-queue", help="Requests that may wait."),
     queue_timeout: float = typer.Option(None, "--queue-timeout", help="Seconds before 503."),
+    prefill_chunk: int = typer.Option(
+        None, "--prefill-chunk", help="Prompt tokens per prefill chunk (default 128)."
+    ),
     config: Path = typer.Option(None, "--config", help="YAML settings file."),
     log_level: str = typer.Option(None, "--log-level", help="debug, info, warning, error."),
     allow_no_keys: bool = typer.Option(
@@ -62,6 +65,7 @@ def serve(
             parallel=parallel,
             max_queue=max_queue,
             queue_timeout=queue_timeout,
+            prefill_chunk=prefill_chunk,
             log_level=log_level,
             allow_no_keys=allow_no_keys or None,
             metrics_public=metrics_public or None,
