@@ -40,6 +40,7 @@ TOPICS = [
 
 @dataclass
 class Row:
+    engine: str
     prompts: str
     batching: str
     workers: int
@@ -73,17 +74,21 @@ def converted_model(data_dir: Path | None = None) -> Path:
     return store / NAME
 
 
-def start(model: Path, batching: str, workers: int, threads: int) -> Process:
+def start(model: Path | None, batching: str, workers: int, threads: int) -> Process:
+    """``ocak serve`` on the CTranslate2 model (``model``) or, with None, the GGUF on llama.cpp."""
     port = free_port()
-    os.environ["OCAK_CT2_BATCHING"] = batching
-    os.environ["OCAK_CT2_WORKERS"] = str(workers)
-    cmd = [sys.executable, "-m", "ocak", "serve", "--model", f"default={model}"]
+    env = {"OCAK_CT2_BATCHING": batching, "OCAK_CT2_WORKERS": str(workers)}
+    os.environ.update(env)
+    spec = f"default={model}" if model is not None else "default"
+    cmd = [sys.executable, "-m", "ocak", "serve", "--model", spec]
     cmd += ["--port", str(port), "--threads", str(threads), "--parallel", "16"]
     cmd += ["--ctx-size", "1024", "--log-level", "warning"]
     try:
-        return Process(f"ct2-{batching}-w{workers}", cmd, port).wait()
+        name = f"ct2-{batching}-w{workers}" if model is not None else "llama.cpp"
+        return Process(name, cmd, port).wait()
     finally:
-        del os.environ["OCAK_CT2_BATCHING"], os.environ["OCAK_CT2_WORKERS"]
+        for k in env:
+            del os.environ[k]
 
 
 def measure(
@@ -93,42 +98,58 @@ def measure(
     configs: Sequence[tuple[str, int]] = CONFIGS,
     prompt_sets: Sequence[str] = ("same", "mixed"),
     threads: int | None = None,
+    llamacpp: bool = True,
 ) -> list[Row]:
-    """Stream ``2 x level`` requests at each level, per configuration and prompt set."""
+    """Stream ``2 x level`` requests at each level, per configuration and prompt set.
+
+    All servers run at once and take turns at every level (the machine's load moves
+    from minute to minute; interleaving keeps the comparison within one moment).
+    llama.cpp on the same model's GGUF runs beside them as the reference.
+    """
     model = model or converted_model()
     threads = threads or os.cpu_count() or 2
+    servers: list[tuple[str, str, int, Process]] = []
     rows: list[Row] = []
-    for batching, workers in configs:
-        server = start(model, batching, workers, threads)
-        try:
+    try:
+        for batching, workers in configs:
+            servers.append(
+                ("ctranslate2", batching, workers, start(model, batching, workers, threads))
+            )
+        if llamacpp:
+            servers.append(("llama.cpp", "continuous", 1, start(None, "exact", 1, threads)))
+        for *_, server in servers:
             url = f"{server.url}/v1/chat/completions"
             asyncio.run(run_level(url, 1, 1, lambda i: body("same", i)))  # warm-up
-            for prompts in prompt_sets:
-                for level in levels:
+        for prompts in prompt_sets:
+            for level in levels:
+                for engine, batching, workers, server in servers:
+                    url = f"{server.url}/v1/chat/completions"
                     result = asyncio.run(
                         run_level(url, level, 2 * level, lambda i, p=prompts: body(p, i))
                     )
-                    rows.append(Row(prompts, batching, workers, result))
+                    rows.append(Row(engine, prompts, batching, workers, result))
                     print(
-                        f"{prompts:5s} {batching:7s} w{workers} x{level}: "
+                        f"{engine:11s} {prompts:5s} {batching:10s} w{workers} x{level}: "
                         f"{result.aggregate_tps:6.1f} tok/s, {result.errors} errors",
                         flush=True,
                     )
-        finally:
+    finally:
+        for *_, server in servers:
             server.stop()
     return rows
 
 
 def report(rows: list[Row], command: str) -> str:
-    single: dict[tuple[str, str, int], float] = {}
+    single: dict[tuple[str, str, str, int], float] = {}
     for r in rows:
         if r.level.concurrency == 1:
-            single[(r.prompts, r.batching, r.workers)] = r.level.aggregate_tps
+            single[(r.engine, r.prompts, r.batching, r.workers)] = r.level.aggregate_tps
     lines = []
-    for r in rows:
-        base = single.get((r.prompts, r.batching, r.workers), 0.0)
+    for r in sorted(rows, key=lambda r: (r.engine != "ctranslate2", r.engine, r.batching)):
+        base = single.get((r.engine, r.prompts, r.batching, r.workers), 0.0)
         lines.append(
             [
+                r.engine,
                 r.prompts,
                 r.batching,
                 r.workers,
@@ -141,6 +162,7 @@ def report(rows: list[Row], command: str) -> str:
             ]
         )
     headers = [
+        "engine",
         "prompts",
         "batching",
         "workers",
@@ -152,12 +174,14 @@ def report(rows: list[Row], command: str) -> str:
         "errors",
     ]
     return (
-        header(command, "ctranslate2", "tokenizers")
+        header(command, "ctranslate2", "tokenizers", "llama_cpp_python")
         + f"\nGreedy chat completions of {MAX_TOKENS} tokens on SmolLM2-135M-Instruct "
         "converted from the embedded GGUF to CTranslate2 int8, 2 requests per stream. "
         "`exact` batches only prompts of equal length (answers never depend on the batch); "
         "`similar` also batches close lengths; workers > 1 runs that many batches at once "
-        "with the threads split between them.\n\n" + table(headers, lines)
+        "with the threads split between them. llama.cpp (ocak's continuous batching) serves "
+        "the same model's GGUF (Q4_1) beside it, as the reference. All servers run at once "
+        "and take turns at every level.\n\n" + table(headers, lines)
     )
 
 
