@@ -146,9 +146,15 @@ def test_queue_timeout_is_503(tmp_path: object) -> None:
 
         async def main() -> tuple[httpx.Response, httpx.Response]:
             async with httpx.AsyncClient(timeout=120) as http:
+                # ~800 prompt tokens keep the only sequence busy for seconds whatever is
+                # sampled (a short prompt may meet its end-of-text token at once).
                 long = http.post(
                     f"{proc.url}/v1/completions",
-                    json={"model": "default", "prompt": "Once", "max_tokens": 400},
+                    json={
+                        "model": "default",
+                        "prompt": "Once upon a time " * 200,
+                        "max_tokens": 50,
+                    },
                 )
                 first = asyncio.ensure_future(long)
                 await asyncio.sleep(0.3)

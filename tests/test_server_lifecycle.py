@@ -159,18 +159,15 @@ def test_prefill_chunk_flag_sets_the_unit_of_prefix_reuse(tmp_path: Path) -> Non
         ["--ctx-size", "512", "--parallel", "2", "--prefill-chunk", "32"],
         env={"OCAK_DATA_DIR": str(tmp_path)},
     )
-    rules = " ".join(f"Rule {k}: the miller never lends his cart." for k in range(12))
-    body = {
-        "model": "default",
-        "messages": [{"role": "system", "content": rules}, {"role": "user", "content": "Hi"}],
-        "max_tokens": 4,
-        "temperature": 0,
-    }
+    # A raw completion prompt has no end-of-turn tokens: its chunks end only at
+    # multiples of --prefill-chunk (and at its end).
+    rules = " ".join(f"Rule {k}: the miller never lends his cart." for k in range(15))
+    body = {"model": "default", "prompt": rules, "max_tokens": 4, "temperature": 0}
     try:
         server.wait_ready()
         cached = []
         for _ in range(2):
-            r = httpx.post(f"{server.url}/v1/chat/completions", json=body, timeout=60)
+            r = httpx.post(f"{server.url}/v1/completions", json=body, timeout=60)
             assert r.status_code == 200, r.text
             usage = r.json()["usage"]
             cached.append(usage["prompt_tokens_details"]["cached_tokens"])
@@ -179,6 +176,6 @@ def test_prefill_chunk_flag_sets_the_unit_of_prefix_reuse(tmp_path: Path) -> Non
         server.stop()
     assert cached[0] == 0
     # Reused in whole 32-token chunks, up to the last boundary before the prompt's end
-    # (the default, 128, would reuse fewer of these ~150 tokens).
+    # (the default, 128, would reuse fewer of these ~180 tokens).
     assert cached[1] == (prompt_tokens - 1) // 32 * 32
     assert cached[1] % 128 != 0

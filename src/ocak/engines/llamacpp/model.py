@@ -72,6 +72,7 @@ class LlamaModel:
                 "a format this llama.cpp build does not know"
             )
         self.vocab = C.llama_model_get_vocab(self.ptr)
+        self._eog: dict[int, bool] = {}
         self.n_vocab = C.llama_vocab_n_tokens(self.vocab)
         self.n_ctx_train = C.llama_model_n_ctx_train(self.ptr)
         self.size_bytes = path.stat().st_size
@@ -138,7 +139,11 @@ class LlamaModel:
         return buf.raw[: max(n, 0)].decode("utf-8", "replace")
 
     def is_eog(self, token: int) -> bool:
-        return bool(C.llama_vocab_is_eog(self.vocab, token))
+        """End of generation (and of a chat turn): ``<|im_end|>``, ``<|eot_id|>``, EOS."""
+        known = self._eog.get(token)
+        if known is None:
+            known = self._eog[token] = bool(C.llama_vocab_is_eog(self.vocab, token))
+        return known
 
     def close(self) -> None:
         if self.ptr:

@@ -8,6 +8,12 @@ each sequence with its own sampler chain. Jobs that finish or are cancelled
 leave at once; their slot keeps its KV cells so a later prompt that starts the
 same way (a system prompt, an earlier turn) reuses them.
 
+A prompt is computed in chunks that end at canonical places, a function of the
+prompt's own tokens: after every end-of-turn token (``<|im_end|>``, ``<|eot_id|>``:
+the end of each chat message) and at every multiple of ``prefill_chunk``. Cells
+are reused only up to such an end that both prompts share, so a prompt's cells
+are computed the same way whether they came from the cache or not.
+
 Events go back to the asking coroutine through ``Job.emit`` (thread-safe).
 """
 
@@ -17,6 +23,7 @@ import collections
 import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -47,6 +54,7 @@ class Job:
     cancelled: bool = False
     # Set by the scheduler thread.
     slot: Slot | None = None
+    ends: list[int] = field(default_factory=list)  # where its prompt chunks end
     pending: list[int] = field(default_factory=list)
     sampler: Sampler | None = None
     generated: int = 0
@@ -62,16 +70,38 @@ class Job:
 class Slot:
     """A KV-cache sequence id and the tokens whose cells it holds.
 
-    ``reusable`` counts the leading cells computed as whole, aligned prompt
-    chunks: only those may serve another prompt, because only they are
-    computed exactly as a fresh prompt would compute them.
+    ``ends`` lists where the prompt chunks computed so far ended (canonical
+    places, see the module docstring): only cells up to one of those may serve
+    another prompt, because only they are computed exactly as a fresh prompt
+    would compute them.
     """
 
     seq: int
     tokens: list[int] = field(default_factory=list)
-    reusable: int = 0
+    ends: list[int] = field(default_factory=list)
     job: Job | None = None
     last_used: float = 0.0
+
+
+def chunk_ends(tokens: list[int], chunk: int, is_turn_end: Callable[[int], bool]) -> list[int]:
+    """Where ``tokens``' prefill chunks end: after each end-of-turn token, at each
+    multiple of ``chunk``, and at the end."""
+    ends = {i + 1 for i, t in enumerate(tokens) if is_turn_end(t)}
+    ends.update(range(chunk, len(tokens), chunk))
+    ends.add(len(tokens))
+    return sorted(ends)
+
+
+def reusable_prefix(slot_ends: list[int], job_ends: list[int], shared: int, limit: int) -> int:
+    """The longest prefix of cells a job may take from a slot: up to a chunk end the two
+    prompts share, with the same chunk ends before it, within ``shared`` equal tokens
+    and ``limit``."""
+    best = 0
+    for a, b in zip(slot_ends, job_ends, strict=False):
+        if a != b or a > shared or a > limit:
+            break
+        best = a
+    return best
 
 
 def common_prefix(a: list[int], b: list[int]) -> int:
@@ -218,24 +248,31 @@ class Scheduler:
     def _place(self, job: Job, free: list[Slot]) -> None:
         """Give ``job`` a free slot, reusing cached prompt cells where they are canonical.
 
-        Cells are reused only in whole prefill chunks (see ``Slot.reusable``), so a
-        prompt is computed the same way whether its prefix was cached or not, and a
-        greedy answer does not depend on what ran before it.
+        Cells are reused only up to a chunk end both prompts share (see ``Slot.ends``),
+        so a prompt is computed the same way whether its prefix was cached or not, and
+        a greedy answer does not depend on what ran before it.
         """
-        chunk = self.prefill_chunk
-        limit = (len(job.tokens) - 1) // chunk * chunk  # at least one token left to decode
+        job.ends = chunk_ends(job.tokens, self.prefill_chunk, self.model.is_eog)
+        limit = len(job.tokens) - 1  # at least one token left to decode
+        found: dict[int, int] = {}
 
         def reusable(slot: Slot) -> int:
-            n = min(common_prefix(slot.tokens, job.tokens), slot.reusable, limit)
-            return n // chunk * chunk
+            if slot.seq not in found:
+                shared = common_prefix(slot.tokens, job.tokens)
+                found[slot.seq] = reusable_prefix(slot.ends, job.ends, shared, limit)
+            return found[slot.seq]
 
-        # The most reusable free slot; among equals one whose cache is worth nothing to
-        # keep, then the lowest sequence id: llama.cpp decodes contiguous sequence ids in
-        # one micro-batch, so filling from the bottom keeps running sequences together.
-        best = max(free, key=lambda s: (reusable(s), s.reusable < chunk, -s.seq))
+        def cached(slot: Slot) -> int:
+            return slot.ends[-1] if slot.ends else 0
+
+        # The most reusable free slot; among equals one whose cache is worth little to
+        # keep (under a chunk), then the lowest sequence id: llama.cpp decodes only
+        # consecutive sequence ids in one micro-batch, so filling from the bottom keeps
+        # running sequences together.
+        best = max(free, key=lambda s: (reusable(s), cached(s) < self.prefill_chunk, -s.seq))
         shared = reusable(best)
         donor = max(self.slots, key=reusable)
-        if donor is not best and reusable(donor) >= shared + chunk:
+        if donor is not best and reusable(donor) >= shared + self.prefill_chunk:
             # Separate KV streams: llama.cpp copies the donor's whole stream; trim after.
             shared = reusable(donor)
             C.llama_memory_seq_cp(self.mem, donor.seq, best.seq, -1, -1)
@@ -244,7 +281,7 @@ class Scheduler:
             C.llama_memory_seq_rm(self.mem, best.seq, -1, -1)
             shared = 0
         best.tokens = job.tokens[:shared]
-        best.reusable = shared
+        best.ends = [e for e in job.ends if e <= shared]
         best.job = job
         job.slot = best
         job.cached = shared
@@ -258,9 +295,9 @@ class Scheduler:
 
         Generating sequences advance together in one ``llama_decode`` (one token
         each, in sequence-id order so llama.cpp keeps them in one micro-batch).
-        Prompts are processed in chunks of ``prefill_chunk`` tokens aligned to
-        multiples of it, each chunk in a call of its own: the same chunks whatever
-        else is running, so concurrency never changes an answer.
+        Prompts are processed in chunks that end at canonical places (message ends
+        and multiples of ``prefill_chunk``), each chunk in a call of its own: the same
+        chunks whatever else is running, so concurrency never changes an answer.
         """
         for slot in self.slots:
             if slot.job is not None and slot.job.cancelled:
@@ -282,24 +319,26 @@ class Scheduler:
         budget = self.prefill_chunk if generating else self.n_batch
         prefilling = sorted((j for j in active if j.pending), key=lambda j: j.admitted_at)
         for job in prefilling:
-            if budget <= 0:
-                break
-            if job.cancelled or job.slot is None:
-                continue
-            slot = job.slot
-            start = len(slot.tokens)
-            take = job.pending[: self.prefill_chunk - start % self.prefill_chunk]
-            job.pending = job.pending[len(take) :]
-            budget -= len(take)
-            last = not job.pending
-            for k, tok in enumerate(take):
-                self._add(k, tok, start + k, slot.seq, last and k == len(take) - 1)
-            slot.tokens.extend(take)
-            self._decode(len(take))
-            if len(slot.tokens) % self.prefill_chunk == 0:
-                slot.reusable = len(slot.tokens)
-            if last:
-                self._sample(job, len(take) - 1)
+            # A job's chunks run back to back while the step's budget lasts, so a prompt
+            # split at its message ends does not wait a decode step between them.
+            while budget > 0 and job.pending and not job.cancelled and job.slot is not None:
+                budget -= self._prefill(job, job.slot)
+
+    def _prefill(self, job: Job, slot: Slot) -> int:
+        """Compute ``job``'s next prompt chunk in a decode call of its own; its size."""
+        start = len(slot.tokens)
+        end = next(e for e in job.ends if e > start)
+        take = job.pending[: end - start]
+        job.pending = job.pending[len(take) :]
+        last = not job.pending
+        for k, tok in enumerate(take):
+            self._add(k, tok, start + k, slot.seq, last and k == len(take) - 1)
+        slot.tokens.extend(take)
+        self._decode(len(take))
+        slot.ends.append(len(slot.tokens))
+        if last:
+            self._sample(job, len(take) - 1)
+        return len(take)
 
     def _decode(self, n: int) -> None:
         self.batch.n_tokens = n
@@ -325,7 +364,7 @@ class Scheduler:
             if slot.job is None and slot.tokens:
                 C.llama_memory_seq_rm(self.mem, slot.seq, -1, -1)
                 slot.tokens = []
-                slot.reusable = 0
+                slot.ends = []
 
     def _sample(self, job: Job, index: int) -> None:
         assert job.sampler is not None and job.stops is not None
@@ -366,7 +405,7 @@ class Scheduler:
         if slot is not None:
             C.llama_memory_seq_rm(self.mem, slot.seq, -1, -1)
             slot.tokens = []
-            slot.reusable = 0
+            slot.ends = []
         self._release(job, slot)
 
     def _release(self, job: Job, slot: Slot | None) -> None:

@@ -1,0 +1,49 @@
+"""Where prompt chunks end, and how much of a cached prompt another may reuse.
+
+Pure logic of the llama.cpp scheduler (no model): chunk ends are a function of
+the prompt's own tokens, so a prompt is computed the same way cached or not.
+"""
+
+from __future__ import annotations
+
+from ocak.engines.llamacpp.scheduler import chunk_ends, reusable_prefix
+
+END = 2  # the end-of-turn token in these examples
+
+
+def is_end(token: int) -> bool:
+    return token == END
+
+
+def test_chunks_end_after_each_turn_at_each_multiple_and_at_the_end() -> None:
+    #            0  1  2   3  4  5  6  7  8  9 10
+    tokens = [5, 6, END, 7, 8, 9, 9, 9, 9, END, 4]
+    assert chunk_ends(tokens, 4, is_end) == [3, 4, 8, 10, 11]
+
+
+def test_a_prompt_without_turn_ends_is_cut_at_multiples_only() -> None:
+    assert chunk_ends(list(range(10, 20)), 4, is_end) == [4, 8, 10]
+
+
+def test_a_shared_system_message_is_reused_up_to_its_end() -> None:
+    system = [5, 6, 7, END]
+    a = [*system, 10, 11, 12, END, 1]
+    b = [*system, 20, 21, END, 1]
+    ends_a, ends_b = chunk_ends(a, 128, is_end), chunk_ends(b, 128, is_end)
+    assert reusable_prefix(ends_a, ends_b, shared=4, limit=len(b) - 1) == 4
+
+
+def test_reuse_stops_where_the_chunking_differs() -> None:
+    # Same first six tokens, but only one prompt ends a turn at 3: its cells from 3 on
+    # were computed in a different chunk, so nothing past the common end is reused.
+    a = [5, 6, END, 7, 8, 9, 1]
+    b = [5, 6, 3, 7, 8, 9, 1]
+    assert reusable_prefix(chunk_ends(a, 4, is_end), chunk_ends(b, 4, is_end), 2, 6) == 0
+    assert reusable_prefix(chunk_ends(a, 4, is_end), chunk_ends(a, 4, is_end), 7, 6) == 4
+
+
+def test_reuse_leaves_a_token_to_decode_and_stays_within_the_equal_tokens() -> None:
+    tokens = [5, 6, END, 7, END]
+    ends = chunk_ends(tokens, 128, is_end)  # [3, 5]
+    assert reusable_prefix(ends, ends, shared=5, limit=4) == 3  # the same prompt again
+    assert reusable_prefix(ends, ends, shared=2, limit=4) == 0  # differs before the end
