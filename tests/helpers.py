@@ -73,6 +73,12 @@ class ServerProcess:
         return int(self.proc.returncode)
 
 
+def active(server: ServerProcess) -> int:
+    """Sequences running or waiting on ``server``'s engines, from ``/health``."""
+    models = httpx.get(f"{server.url}/health", timeout=5).json()["models"]
+    return int(sum(m.get("active", 0) + m.get("queued", 0) for m in models))
+
+
 def wait_until(predicate: object, timeout: float = 10.0, interval: float = 0.05) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
