@@ -36,7 +36,7 @@ from ocak.protocol.generation import Finished, GenerationRequest, TextDelta
 from ocak.protocol.openai import ChatCompletionRequest, CompletionRequest
 from ocak.server.state import AppState
 from ocak.server.streaming import prime
-from ocak.server.tracking import RequestRecord
+from ocak.server.tracking import RequestRecord, run_sinks
 from ocak.store.keys import KeyInfo
 
 log = logging.getLogger("ocak.grpc")
@@ -173,11 +173,7 @@ class OcakServicer:
 
     def _finish(self, record: RequestRecord) -> None:
         record.ended = time.monotonic()
-        for sink in self.state.sinks:
-            try:
-                sink(record)
-            except Exception:  # a broken sink must not break the call
-                log.exception("request record sink failed")
+        run_sinks([*self.state.sinks, *self.state.late_sinks], record)
 
     async def drain(self, timeout: float) -> None:
         """Refuse new calls (UNAVAILABLE) and wait up to ``timeout`` for running ones."""

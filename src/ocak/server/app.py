@@ -93,7 +93,7 @@ def create_app(
     if state.metrics is not None:  # aliases are model names too, in the metrics' labels
         state.metrics.known = gw.knows
     # Outermost: sees every request, including ones other middleware refuse.
-    app.add_middleware(RequestTracking, sinks=state.sinks)
+    app.add_middleware(RequestTracking, sinks=state.sinks, late_sinks=state.late_sinks)
     for module in (chat, completions, models, health, characters):
         app.include_router(module.router)
     return app

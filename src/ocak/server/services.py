@@ -1,7 +1,7 @@
 """Wire keys, limits, usage records, metrics, the request log and input caps into an app.
 
-Record sinks run in this order before a response's last byte: the usage row
-(committed), the key's token charge, metrics, the log line. Middleware, outer
+Record sinks run before a response's last byte: the usage row (committed) and
+the key's token charge; then, right after it, metrics and the log line. Middleware, outer
 to inner: request tracking (app.py), auth (401), body limit (413), content
 capture (only with ``log_content``), then the app.
 """
@@ -28,11 +28,8 @@ def install(app: FastAPI, state: AppState, db: Database | None) -> None:
     state.db = db
     state.auth = Authenticator(db, required=keys_required(settings))
     state.metrics = metrics.Metrics(state.engines)
-    state.sinks[:0] = [
-        Accounting(db, state.auth),
-        state.metrics.observe,
-        RequestLog(log_content=settings.log_content),
-    ]
+    state.sinks[:0] = [Accounting(db, state.auth)]
+    state.late_sinks[:0] = [state.metrics.observe, RequestLog(log_content=settings.log_content)]
     if settings.log_content:
         app.add_middleware(ContentCapture)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)

@@ -24,7 +24,8 @@ class AppState:
     engines: EngineRegistry
     started: float = 0.0
     # Called with each request's record before its response ends (usage, metrics, logs).
-    sinks: list[Sink] = field(default_factory=list)
+    sinks: list[Sink] = field(default_factory=list)  # before a response's last byte
+    late_sinks: list[Sink] = field(default_factory=list)  # right after it
     # Keys and limits: ``auth.check(token, model)`` is the hook for every edge.
     auth: Authenticator = field(default_factory=Authenticator)
     db: Database | None = None  # the usage/keys store, when the server has one

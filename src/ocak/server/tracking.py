@@ -3,9 +3,11 @@
 ``RequestTracking`` (pure ASGI) gives every request an id (``x-request-id``,
 taken from the client or generated, and returned), a ``RequestRecord`` in
 ``request.state.record`` that routes fill in (model, backend, tokens, time to
-first token), and runs the app's record sinks (usage store, metrics, the
-request log line) *before* the last byte of the response is sent, so a
-response that has ended always has its record.
+first token), and runs the app's record sinks (the usage store, the key's
+token charge) *before* the last byte of the response is sent, so a response
+that has ended always has its record. The late sinks (metrics, the request log
+line) run right after that byte, off the response's latency; still before the
+event loop takes the client's next request.
 """
 
 from __future__ import annotations
@@ -85,12 +87,22 @@ def get_record(request: Request) -> RequestRecord:
     return record
 
 
+def run_sinks(sinks: list[Sink], record: RequestRecord) -> None:
+    """Hand ``record`` to each sink; a broken sink must not break the response."""
+    for sink in sinks:
+        try:
+            sink(record)
+        except Exception:
+            log.exception("request record sink failed")
+
+
 class RequestTracking:
     """Assign request ids, track each request, and run sinks before the response ends."""
 
-    def __init__(self, app: ASGIApp, sinks: list[Sink]) -> None:
+    def __init__(self, app: ASGIApp, sinks: list[Sink], late_sinks: list[Sink]) -> None:
         self.app = app
         self.sinks = sinks
+        self.late_sinks = late_sinks
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -102,7 +114,7 @@ class RequestTracking:
         request_id = given if _REQUEST_ID.match(given) else f"req_{uuid.uuid4().hex[:20]}"
         record = RequestRecord(request_id, scope["method"], scope["path"])
         scope.setdefault("state", {})["record"] = record
-        done = False
+        done = late_done = False
 
         def finish() -> None:
             nonlocal done
@@ -110,11 +122,13 @@ class RequestTracking:
                 return
             done = True
             record.ended = time.monotonic()
-            for sink in self.sinks:
-                try:
-                    sink(record)
-                except Exception:  # a broken sink must not break the response
-                    log.exception("request record sink failed")
+            run_sinks(self.sinks, record)
+
+        def late() -> None:
+            nonlocal late_done
+            if not late_done:
+                late_done = True
+                run_sinks(self.late_sinks, record)
 
         async def tracked_send(message: Message) -> None:
             if message["type"] == "http.response.start":
@@ -124,12 +138,19 @@ class RequestTracking:
                 headers = list(message.get("headers", []))
                 headers.append((b"x-request-id", request_id.encode("latin-1")))
                 message = {**message, "headers": headers}
-            elif message["type"] == "http.response.body" and (
-                not message.get("more_body", False) or message.get("body", b"").endswith(_DONE)
+            elif (
+                message["type"] == "http.response.body"
+                and not done
+                and (
+                    not message.get("more_body", False) or message.get("body", b"").endswith(_DONE)
+                )
             ):
                 # An SSE stream has ended for its client at ``data: [DONE]``, before the
                 # HTTP body's last (empty) chunk: the record is committed before either.
                 finish()
+                await send(message)
+                late()
+                return
             await send(message)
 
         try:
@@ -144,3 +165,4 @@ class RequestTracking:
                 if record.status == "completed":
                     record.status = "cancelled"
                 finish()
+            late()  # also when sending the last byte failed
