@@ -358,3 +358,4 @@ def test_a_taken_grpc_port_fails_startup(tmp_path: Path) -> None:
         finally:
             proc.stop()
         assert f"cannot listen for gRPC on 127.0.0.1:{port}" in log
+        assert "Traceback" not in log

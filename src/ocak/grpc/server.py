@@ -13,6 +13,7 @@ frees their slots) before the engines close.
 from __future__ import annotations
 
 import logging
+import socket
 
 from grpc import aio
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -34,6 +35,20 @@ def listen_address(host: str, port: int) -> str:
     if ":" in host and not host.startswith("["):
         host = f"[{host}]"
     return f"{host}:{port}"
+
+
+def port_problem(host: str, port: int) -> str | None:
+    """Why ``host:port`` cannot be bound now (a plain bind, as a second server's would be),
+    or None. Checked before start-up so a taken port is one clear line, not a traceback."""
+    if port == 0:
+        return None
+    family = socket.AF_INET6 if ":" in host.strip("[]") else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        try:
+            probe.bind((host.strip("[]"), port))
+        except OSError as exc:
+            return exc.strerror or str(exc)
+    return None
 
 
 class GrpcServer:

@@ -34,6 +34,14 @@ def run_server(settings: Settings, registry: EngineRegistry) -> int:
         if server is not None:
             server.should_exit = True
 
+    if settings.grpc_port is not None:
+        from ocak.grpc.server import listen_address, port_problem
+
+        problem = port_problem(settings.host, settings.grpc_port)
+        if problem is not None:
+            address = listen_address(settings.host, settings.grpc_port)
+            log.error("cannot listen for gRPC on %s: %s", address, problem)
+            return 1
     db = open_database(database_path(settings.data_dir))
     db.checkpoint_in_background()  # keep WAL checkpoints out of the usage-record commits
     try:
