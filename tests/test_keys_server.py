@@ -81,6 +81,14 @@ def test_a_model_restricted_key_gets_403(keyed: Keyed) -> None:
     assert info.value.code == "permission_denied"
 
 
+def test_a_model_restricted_key_lists_only_its_models(keyed: Keyed) -> None:
+    listed = keyed.client(keyed.keys["only-other"]).models.list()
+    assert [m.id for m in listed.data] == []  # 'other-model' is not served here
+    assert "default" in [m.id for m in keyed.client(keyed.keys["main"]).models.list().data]
+    with pytest.raises(openai.PermissionDeniedError):
+        keyed.client(keyed.keys["only-other"]).models.retrieve("default")
+
+
 def test_requests_per_minute_give_429_with_retry_after(keyed: Keyed) -> None:
     client = keyed.client(keyed.keys["slow"])
     for _ in range(2):

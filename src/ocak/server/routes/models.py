@@ -9,6 +9,7 @@ from ocak.errors import ModelNotFound
 from ocak.gateway.router import Alias
 from ocak.protocol.openai import ModelCard, ModelList
 from ocak.providers.base import LOCALITY
+from ocak.server.auth import get_key
 from ocak.server.proxy import gateway_of
 from ocak.server.routes.chat import ERRORS
 from ocak.server.state import get_state
@@ -48,12 +49,16 @@ def alias_card(alias: Alias, created: int) -> ModelCard:
 
 @router.get("/v1/models", response_model=ModelList)
 async def list_models(request: Request) -> ModelList:
-    """The models this server can answer for: aliases, then the local engines."""
+    """The models this server can answer for: aliases, then the local engines; with a key
+    restricted to some models, only those."""
     state = get_state(request)
     created = int(state.started)
     aliases = gateway_of(state).router.aliases
     cards = [alias_card(a, created) for a in aliases.values()]
     cards += [card(e, created) for e in state.engines if e.model_id not in aliases]
+    key = get_key(request)
+    if key is not None:
+        cards = [c for c in cards if key.allows(c.id)]
     return ModelList(data=cards)
 
 
@@ -62,6 +67,7 @@ async def get_model(model_id: str, request: Request, response: Response) -> Mode
     """One model. ``x-ocak-locality: local`` says a local-only request for it can be served
     on this machine (another ocak checks that before sending one here)."""
     state = get_state(request)
+    state.auth.permit(get_key(request), model_id)  # 403 for a key restricted to others
     created = int(state.started)
     alias = gateway_of(state).router.aliases.get(model_id)
     if alias is not None:
