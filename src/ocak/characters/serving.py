@@ -70,7 +70,7 @@ def local_resolver(engines: EngineRegistry) -> ModelResolver:
 
 def gateway_resolver(router: Any, engines: EngineRegistry) -> ModelResolver:
     """Resolve a card's model like the API does: an alias through the gateway, or an engine."""
-    from ocak.gateway.generation import RoutedModel
+    from ocak.gateway.generation import RoutedModel, served_backend
     from ocak.gateway.router import Router, Served
 
     assert isinstance(router, Router)
@@ -102,9 +102,7 @@ def gateway_resolver(router: Any, engines: EngineRegistry) -> ModelResolver:
         )
 
         def served(result: Served[Any]) -> None:
-            engine = engines.find(result.target.engine) if result.target.engine else None
-            model.backend = f"{engine.kind}:{engine.model_id}" if engine else result.target.name
-            model.locality = result.locality
+            model.backend, model.locality = served_backend(result, engines)
 
         return model
 

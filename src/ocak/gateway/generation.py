@@ -84,6 +84,13 @@ async def _remote_events(upstream: UpstreamStream) -> AsyncIterator[GenerationEv
     yield Finished(reason, usage)
 
 
+def served_backend(result: Served[Any], engines: EngineRegistry) -> tuple[str, Locality]:
+    """The usage record's backend and locality for the target that served ``result``."""
+    engine = engines.find(result.target.engine) if result.target.engine else None
+    backend = f"{engine.kind}:{engine.model_id}" if engine else result.target.name
+    return backend, result.locality
+
+
 class RoutedModel:
     """A public model name (an alias or a local engine id) as an engine-like generator."""
 

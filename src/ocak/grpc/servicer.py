@@ -26,14 +26,16 @@ from typing import Any
 import grpc
 from grpc import aio
 
-from ocak.engines.base import Engine
 from ocak.errors import OcakError, Unavailable
+from ocak.gateway.generation import RoutedModel, served_backend
+from ocak.gateway.router import Served
 from ocak.grpc import convert
 from ocak.grpc.auth import admit, authenticate, bearer_token
 from ocak.grpc.status import status_code, trailers
 from ocak.grpc.v1 import ocak_pb2 as pb
-from ocak.protocol.generation import Finished, GenerationRequest, TextDelta
+from ocak.protocol.generation import Finished, GenerationEvent, GenerationRequest, TextDelta
 from ocak.protocol.openai import ChatCompletionRequest, CompletionRequest
+from ocak.server.proxy import gateway_of
 from ocak.server.state import AppState
 from ocak.server.streaming import prime
 from ocak.server.tracking import RequestRecord, run_sinks
@@ -44,6 +46,7 @@ log = logging.getLogger("ocak.grpc")
 SERVICE = pb.DESCRIPTOR.services_by_name["Ocak"].full_name  # "ocak.v1.Ocak"
 Context = aio.ServicerContext[Any, Any]
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
+Events = AsyncIterator[GenerationEvent]
 
 
 @dataclass(slots=True)
@@ -52,6 +55,11 @@ class Call:
 
     record: RequestRecord
     key: KeyInfo | None
+
+    @property
+    def local_only(self) -> bool:
+        """The call must not leave this machine: its key says so."""
+        return self.key is not None and self.key.locality == "local"
 
 
 class OcakServicer:
@@ -70,7 +78,7 @@ class OcakServicer:
             self._admit(call, body)
             await self._stream(
                 context,
-                call.record,
+                call,
                 body.to_generation_request(),
                 piece=lambda text: pb.GenerateResponse(text=text),
                 final=lambda reason, usage: pb.GenerateResponse(finish_reason=reason, usage=usage),
@@ -82,7 +90,7 @@ class OcakServicer:
             self._admit(call, body)
             await self._stream(
                 context,
-                call.record,
+                call,
                 body.to_generation_request(),
                 piece=lambda text: pb.ChatResponse(content=text),
                 final=lambda reason, usage: pb.ChatResponse(finish_reason=reason, usage=usage),
@@ -101,15 +109,26 @@ class OcakServicer:
         call.record.model = body.model
         admit(self.state, call.key, body)
 
-    def _engine(self, record: RequestRecord, model: str) -> Engine:
-        engine = self.state.engines.get(model)
-        record.backend, record.locality = f"{engine.kind}:{engine.model_id}", "local"
-        return engine
+    def _generate(self, call: Call, generation: GenerationRequest) -> Events:
+        """A local engine's events, or an alias's through the gateway's router (fallback,
+        breaker, local-only), as HTTP serves them."""
+        record = call.record
+        router = gateway_of(self.state).router
+        if router.resolve(generation.model).direct:  # NOT_FOUND for an unknown name
+            engine = self.state.engines.get(generation.model)
+            record.backend, record.locality = f"{engine.kind}:{engine.model_id}", "local"
+            return engine.generate(generation)
+
+        def served(result: Served[Any]) -> None:
+            record.backend, record.locality = served_backend(result, self.state.engines)
+
+        routed = RoutedModel(router, self.state.engines, generation.model)
+        return routed.generate(generation, local_only=call.local_only, on_served=served)
 
     async def _stream(
         self,
         context: Context,
-        record: RequestRecord,
+        call: Call,
         generation: GenerationRequest,
         *,
         piece: Callable[[str], Any],
@@ -117,8 +136,7 @@ class OcakServicer:
     ) -> None:
         """The one streaming path: prime (admission errors raise here), then write a message
         per piece of text and a last one with the finish reason and usage."""
-        engine = self._engine(record, generation.model)
-        primed = await prime(engine.generate(generation), record)
+        primed = await prime(self._generate(call, generation), call.record)
         async for event in primed.events():
             if isinstance(event, TextDelta):
                 await context.write(piece(event.text))
