@@ -11,12 +11,15 @@ every request they receive.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import threading
 import time
 import uuid
 from collections import deque
+from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from starlette.applications import Starlette
@@ -24,7 +27,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from helpers import AppServer
+from helpers import AppServer, ServerProcess
+from keys_helpers import create_key
 
 TOKENS = ["Hel", "lo", ",", " wör", "ld", "!", " 🙂", "\n", "done"]
 
@@ -368,3 +372,36 @@ class ReplicateStub(Stub):
             yield b"event: done\ndata: {}\n\n"
 
         return StreamingResponse(frames(), media_type="text/event-stream")
+
+
+@dataclass
+class HostedGateway:
+    """An ocak in front of a scripted hosted provider, with a plain and a local-only key."""
+
+    server: ServerProcess
+    upstream: OpenAIStub
+    data: Path
+    key: str
+    local_key: str
+
+
+@contextlib.contextmanager
+def hosted_gateway(data: Path, config: str, secret: str, *args: str) -> Iterator[HostedGateway]:
+    """Start ``ocak serve`` on ``config`` (its ``{url}`` filled with the upstream's), the
+    provider's key ``secret`` in ``OCAK_TEST_HOSTED_KEY``; stop both afterwards."""
+    upstream = OpenAIStub().start()
+    key = create_key(data, "app")
+    local_key = create_key(data, "offline", "--locality", "local")
+    path = data / "ocak.yaml"
+    path.write_text(config.format(url=upstream.url))
+    server = ServerProcess(
+        ["--config", str(path), *args],
+        env={"OCAK_DATA_DIR": str(data), "OCAK_TEST_HOSTED_KEY": secret},
+        log_path=data / "server.log",
+    )
+    try:
+        server.wait_ready()
+        yield HostedGateway(server, upstream, data, key, local_key)
+    finally:
+        server.stop()
+        upstream.stop()

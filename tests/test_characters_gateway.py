@@ -17,9 +17,8 @@ from typing import Any
 import httpx
 import pytest
 
-from gateway_stubs import OpenAIStub, ok
+from gateway_stubs import OpenAIStub, hosted_gateway, ok
 from helpers import ServerProcess
-from keys_helpers import create_key
 
 NPC: dict[str, Any] = {
     "id": "smith",
@@ -72,25 +71,11 @@ class Setup:
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
-    stub = OpenAIStub().start()
     data: Path = tmp_path_factory.mktemp("characters-gateway")
-    key = create_key(data, "game")
-    local_key = create_key(data, "offline", "--locality", "local")
-    config = data / "ocak.yaml"
-    config.write_text(CONFIG.format(url=stub.url))
-    server = ServerProcess(
-        ["--config", str(config)],
-        env={"OCAK_DATA_DIR": str(data), "OCAK_TEST_HOSTED_KEY": SECRET},
-        log_path=data / "server.log",
-    )
-    try:
-        server.wait_ready()
-        s = Setup(server, stub, key, local_key)
+    with hosted_gateway(data, CONFIG, SECRET) as gw:
+        s = Setup(gw.server, gw.upstream, gw.key, gw.local_key)
         assert s.post("/v1/characters", NPC).status_code in (200, 201)
         yield s
-    finally:
-        server.stop()
-        stub.stop()
 
 
 def session(s: Setup) -> str:

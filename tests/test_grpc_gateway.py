@@ -10,9 +10,9 @@ from pathlib import Path
 import grpc
 import pytest
 
-from gateway_stubs import OpenAIStub, ok, status
+from gateway_stubs import OpenAIStub, hosted_gateway, ok, status
 from helpers import ServerProcess, free_port
-from keys_helpers import create_key, usage_rows
+from keys_helpers import usage_rows
 from ocak.grpc.v1 import ocak_pb2 as pb
 from ocak.grpc.v1 import ocak_pb2_grpc as rpc
 
@@ -45,26 +45,13 @@ class Setup:
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
-    upstream = OpenAIStub().start()
     data: Path = tmp_path_factory.mktemp("grpc-gateway")
-    key = create_key(data, "app")
-    local_key = create_key(data, "offline", "--locality", "local")
-    config = data / "ocak.yaml"
-    config.write_text(CONFIG.format(url=upstream.url))
     port = free_port()
-    server = ServerProcess(
-        ["--config", str(config), "--grpc-port", str(port)],
-        env={"OCAK_DATA_DIR": str(data), "OCAK_TEST_HOSTED_KEY": SECRET},
-        log_path=data / "server.log",
-    )
-    channel = grpc.insecure_channel(f"127.0.0.1:{port}")
-    try:
-        server.wait_ready()
-        yield Setup(server, data, upstream, rpc.OcakStub(channel), key, local_key)
-    finally:
-        channel.close()
-        server.stop()
-        upstream.stop()
+    with (
+        hosted_gateway(data, CONFIG, SECRET, "--grpc-port", str(port)) as gw,
+        grpc.insecure_channel(f"127.0.0.1:{port}") as channel,
+    ):
+        yield Setup(gw.server, data, gw.upstream, rpc.OcakStub(channel), gw.key, gw.local_key)
 
 
 def test_an_alias_streams_the_hosted_models_tokens(setup: Setup) -> None:

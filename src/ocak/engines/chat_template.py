@@ -54,16 +54,7 @@ class ChatTemplate:
         add_generation_prompt: bool = True,
         tools: list[dict[str, Any]] | None = None,
     ) -> str:
-        payload = []
-        for m in messages:
-            item: dict[str, Any] = {"role": m.role, "content": m.content}
-            if m.name:
-                item["name"] = m.name
-            if m.tool_calls:
-                item["tool_calls"] = m.tool_calls
-            if m.tool_call_id:
-                item["tool_call_id"] = m.tool_call_id
-            payload.append(item)
+        payload = [m.as_dict() for m in messages]
         try:
             return self._template.render(
                 messages=payload,

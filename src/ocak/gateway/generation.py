@@ -37,7 +37,7 @@ def chat_payload(request: GenerationRequest) -> dict[str, Any]:
     if request.messages is None:
         raise TargetCannot("a remote target takes chat messages, not a raw prompt")
     payload: dict[str, Any] = {
-        "messages": [{"role": m.role, "content": m.content} for m in request.messages],
+        "messages": [m.as_dict() for m in request.messages],
         "temperature": request.temperature,
         "top_p": request.top_p,
         "stream": True,

@@ -22,6 +22,17 @@ class Message:
     tool_calls: list[dict[str, Any]] | None = None
     tool_call_id: str | None = None
 
+    def as_dict(self) -> dict[str, Any]:
+        """OpenAI's message shape (what chat templates and remote providers take)."""
+        item: dict[str, Any] = {"role": self.role, "content": self.content}
+        if self.name:
+            item["name"] = self.name
+        if self.tool_calls:
+            item["tool_calls"] = self.tool_calls
+        if self.tool_call_id:
+            item["tool_call_id"] = self.tool_call_id
+        return item
+
 
 @dataclass(slots=True)
 class Constraint:
