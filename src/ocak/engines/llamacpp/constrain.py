@@ -8,15 +8,14 @@ microseconds per token, far below a decode step.
 
 from __future__ import annotations
 
-import ctypes
 import threading
-from typing import Any
 
 import llguidance as llg
 import numpy as np
 from llguidance.llamacpp import lltokenizer_from_vocab
 
 from ocak.engines.llamacpp.model import LlamaModel
+from ocak.engines.llamacpp.sampling import Logits
 from ocak.errors import EngineError, InvalidRequest
 
 _lock = threading.Lock()
@@ -45,14 +44,11 @@ class GrammarMask:
             )
         self._bits = np.zeros((self.n_vocab + 31) // 32, dtype=np.int32)
 
-    def apply(self, logits_ptr: Any, n_vocab: int) -> None:
+    def apply(self, logits: Logits) -> None:
         self.matcher.unsafe_compute_mask_ptr(self._bits.ctypes.data, self._bits.nbytes)
         if self.matcher.is_error():
             raise EngineError(f"constrained decoding failed: {self.matcher.get_error()}")
-        allowed = np.unpackbits(self._bits.view(np.uint8), bitorder="little")[:n_vocab]
-        logits = np.ctypeslib.as_array(
-            ctypes.cast(logits_ptr, ctypes.POINTER(ctypes.c_float)), shape=(n_vocab,)
-        )
+        allowed = np.unpackbits(self._bits.view(np.uint8), bitorder="little")[: self.n_vocab]
         logits[allowed == 0] = -np.inf
 
     def accept(self, token: int) -> None:

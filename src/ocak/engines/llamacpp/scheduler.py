@@ -4,7 +4,7 @@ One thread owns the llama.cpp context and runs the decode loop. Each step it
 admits waiting jobs into free sequence slots, builds one ``llama_batch`` with
 the next token of every generating sequence plus a bounded chunk of prompt
 tokens (so a long prompt never stalls running streams), decodes, and samples
-each sequence with its own sampler chain. Jobs that finish or are cancelled
+each sequence with its own sampler. Jobs that finish or are cancelled
 leave at once; their slot keeps its KV cells so a later prompt that starts the
 same way (a system prompt, an earlier turn) reuses them.
 
@@ -31,7 +31,7 @@ import llama_cpp as C
 
 from ocak.engines.base import EngineStats
 from ocak.engines.llamacpp.model import LlamaModel
-from ocak.engines.llamacpp.sampling import LogitsMask, Sampler, SamplingParams
+from ocak.engines.llamacpp.sampling import LogitsMask, Sampler, SamplingParams, logits_view
 from ocak.engines.text import StopMatcher, Utf8Stream
 from ocak.engines.threaded import Emit, queue_full
 from ocak.errors import EngineError, OcakError, Unavailable
@@ -286,43 +286,56 @@ class Scheduler:
         job.slot = best
         job.cached = shared
         job.pending = job.tokens[shared:]
-        job.sampler = Sampler(job.params, self.model.n_vocab)
+        job.sampler = Sampler(job.params)
         job.stops = StopMatcher(job.stop)
         job.admitted_at = time.monotonic()
 
     def _step(self) -> None:
-        """One iteration: a decode call for every generating sequence, then prompt chunks.
+        """One iteration: prompt chunks, then a decode call for every generating sequence.
 
-        Generating sequences advance together in one ``llama_decode`` (one token
-        each, in sequence-id order so llama.cpp keeps them in one micro-batch).
         Prompts are processed in chunks that end at canonical places (message ends
         and multiples of ``prefill_chunk``), each chunk in a call of its own: the same
         chunks whatever else is running, so concurrency never changes an answer.
+        A step computes up to ``prefill_chunk`` prompt tokens and finishes at most one
+        prompt, which bounds how long running streams wait between two tokens; it
+        runs first, so a new request's first token does not also wait for a decode.
+        Generating sequences (the one whose prompt just finished too) then advance
+        together in one ``llama_decode``, one token each, in sequence-id order so
+        llama.cpp keeps them in one micro-batch.
         """
         for slot in self.slots:
             if slot.job is not None and slot.job.cancelled:
                 self._finish(slot.job, "cancelled")
-        active = [s.job for s in self.slots if s.job is not None]
-        if not active:
-            return
-        generating = [j for j in active if not j.pending and j.last_token is not None]
-        if generating:
-            outputs = []
-            for i, job in enumerate(generating):
-                assert job.slot is not None and job.last_token is not None
-                self._add(i, job.last_token, len(job.slot.tokens), job.slot.seq, True)
-                job.slot.tokens.append(job.last_token)
-                outputs.append((job, i))
-            self._decode(len(generating))
-            for job, index in outputs:
-                self._sample(job, index)
-        budget = self.prefill_chunk if generating else self.n_batch
-        prefilling = sorted((j for j in active if j.pending), key=lambda j: j.admitted_at)
+        budget = self.prefill_chunk
+        prefilling = sorted(
+            (s.job for s in self.slots if s.job is not None and s.job.pending),
+            key=lambda j: j.admitted_at,
+        )
         for job in prefilling:
             # A job's chunks run back to back while the step's budget lasts, so a prompt
             # split at its message ends does not wait a decode step between them.
             while budget > 0 and job.pending and not job.cancelled and job.slot is not None:
                 budget -= self._prefill(job, job.slot)
+            if not job.pending:
+                # One prompt finishes per step: its stream starts at once instead of
+                # waiting for every other arrival's prefill, and streams that arrived
+                # together leave at different steps, so the next wave of requests
+                # does not arrive all at once either.
+                break
+        generating = [
+            s.job
+            for s in self.slots
+            if s.job is not None and not s.job.pending and s.job.last_token is not None
+        ]
+        if not generating:
+            return
+        for i, job in enumerate(generating):
+            assert job.slot is not None and job.last_token is not None
+            self._add(i, job.last_token, len(job.slot.tokens), job.slot.seq, True)
+            job.slot.tokens.append(job.last_token)
+        self._decode(len(generating))
+        for i, job in enumerate(generating):
+            self._sample(job, i)
 
     def _prefill(self, job: Job, slot: Slot) -> int:
         """Compute ``job``'s next prompt chunk in a decode call of its own; its size."""
@@ -368,10 +381,10 @@ class Scheduler:
 
     def _sample(self, job: Job, index: int) -> None:
         assert job.sampler is not None and job.stops is not None
+        logits = logits_view(self.ctx, index, self.model.n_vocab)
         if job.mask is not None:
-            logits = C.llama_get_logits_ith(self.ctx, index)
-            job.mask.apply(logits, self.model.n_vocab)
-        token = job.sampler.sample(self.ctx, index)
+            job.mask.apply(logits)
+        token = job.sampler.sample(logits)
         if job.generated == 0:
             job.first_token_at = time.monotonic()
         if job.mask is not None:
@@ -409,9 +422,7 @@ class Scheduler:
         self._release(job, slot)
 
     def _release(self, job: Job, slot: Slot | None) -> None:
-        if job.sampler is not None:
-            job.sampler.close()
-            job.sampler = None
+        job.sampler = None
         if slot is not None:
             slot.job = None
             slot.last_used = time.monotonic()
