@@ -1,4 +1,5 @@
-"""Where prompt chunks end, and how much of a cached prompt another may reuse.
+"""Where prompt chunks end, how much of a cached prompt another may reuse, and
+which free slot a new prompt goes to.
 
 Pure logic of the llama.cpp scheduler (no model): chunk ends are a function of
 the prompt's own tokens, so a prompt is computed the same way cached or not.
@@ -6,7 +7,7 @@ the prompt's own tokens, so a prompt is computed the same way cached or not.
 
 from __future__ import annotations
 
-from ocak.engines.llamacpp.scheduler import chunk_ends, reusable_prefix
+from ocak.engines.llamacpp.scheduler import Slot, choose_slot, chunk_ends, reusable_prefix
 
 END = 2  # the end-of-turn token in these examples
 
@@ -47,3 +48,28 @@ def test_reuse_leaves_a_token_to_decode_and_stays_within_the_equal_tokens() -> N
     ends = chunk_ends(tokens, 128, is_end)  # [3, 5]
     assert reusable_prefix(ends, ends, shared=5, limit=4) == 3  # the same prompt again
     assert reusable_prefix(ends, ends, shared=2, limit=4) == 0  # differs before the end
+
+
+def pick(slots: dict[int, tuple[int, int]], chunk: int = 128) -> int:
+    """``slots``: seq -> (cells cached, cells the new prompt could reuse)."""
+    free = [Slot(seq, last_used=float(seq)) for seq in slots]
+    return choose_slot(free, lambda s: slots[s.seq][1], lambda s: slots[s.seq][0], chunk).seq
+
+
+def test_a_prompt_goes_back_to_the_slot_it_continues() -> None:
+    # An earlier turn of the same chat sits in slot 5: 300 of its 340 cells are reused.
+    assert pick({1: (180, 20), 3: (0, 0), 5: (340, 300)}) == 5
+
+
+def test_otherwise_the_lowest_free_slot_keeps_running_sequences_together() -> None:
+    # Slot 1 shares a few more tokens than slot 0, not enough to split the batch.
+    assert pick({4: (0, 0), 0: (180, 20), 1: (180, 31)}) == 0
+
+
+def test_a_long_cache_is_kept_when_a_cheap_slot_is_free() -> None:
+    # Slot 0 holds a 420-token persona this prompt barely shares; slot 2 is cheap.
+    assert pick({0: (420, 3), 2: (150, 3)}) == 2
+
+
+def test_when_every_free_cache_is_worth_keeping_the_least_recently_used_goes() -> None:
+    assert pick({3: (900, 0), 1: (700, 10), 2: (800, 0)}) == 1
