@@ -385,15 +385,27 @@ class HostedGateway:
     local_key: str
 
 
+# Two public names: one served only by the hosted upstream, one falling back to the
+# local default model.
+HOSTED_CONFIG = """
+model: [default]
+providers:
+  hosted-api: {{type: openai, base_url: "{url}/v1", api_key_env: OCAK_TEST_HOSTED_KEY}}
+models:
+  hosted: {{targets: [{{provider: hosted-api, model: big-model}}]}}
+  hosted-or-local: {{targets: [{{provider: hosted-api, model: big-model}}, {{local: default}}]}}
+"""
+
+
 @contextlib.contextmanager
-def hosted_gateway(data: Path, config: str, secret: str, *args: str) -> Iterator[HostedGateway]:
-    """Start ``ocak serve`` on ``config`` (its ``{url}`` filled with the upstream's), the
-    provider's key ``secret`` in ``OCAK_TEST_HOSTED_KEY``; stop both afterwards."""
+def hosted_gateway(data: Path, secret: str, *args: str) -> Iterator[HostedGateway]:
+    """Start ``ocak serve`` on ``HOSTED_CONFIG`` (its ``{url}`` filled with the upstream's),
+    the provider's key ``secret`` in ``OCAK_TEST_HOSTED_KEY``; stop both afterwards."""
     upstream = OpenAIStub().start()
     key = create_key(data, "app")
     local_key = create_key(data, "offline", "--locality", "local")
     path = data / "ocak.yaml"
-    path.write_text(config.format(url=upstream.url))
+    path.write_text(HOSTED_CONFIG.format(url=upstream.url))
     server = ServerProcess(
         ["--config", str(path), *args],
         env={"OCAK_DATA_DIR": str(data), "OCAK_TEST_HOSTED_KEY": secret},

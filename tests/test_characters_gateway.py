@@ -47,13 +47,6 @@ PACKET = {
     "relationship": {"trust": 2, "respect": 1, "familiarity": 1},
 }
 
-CONFIG = """
-model: [default]
-providers:
-  hosted-api: {{type: openai, base_url: "{url}/v1", api_key_env: OCAK_TEST_HOSTED_KEY}}
-models:
-  hosted: {{targets: [{{provider: hosted-api, model: big-model}}]}}
-"""
 SECRET = "sk-hosted-secret-7d1f0e"
 
 
@@ -72,7 +65,7 @@ class Setup:
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
     data: Path = tmp_path_factory.mktemp("characters-gateway")
-    with hosted_gateway(data, CONFIG, SECRET) as gw:
+    with hosted_gateway(data, SECRET) as gw:
         s = Setup(gw.server, gw.upstream, gw.key, gw.local_key)
         assert s.post("/v1/characters", NPC).status_code in (200, 201)
         yield s

@@ -16,14 +16,6 @@ from keys_helpers import usage_rows
 from ocak.grpc.v1 import ocak_pb2 as pb
 from ocak.grpc.v1 import ocak_pb2_grpc as rpc
 
-CONFIG = """
-model: [default]
-providers:
-  hosted-api: {{type: openai, base_url: "{url}/v1", api_key_env: OCAK_TEST_HOSTED_KEY}}
-models:
-  hosted: {{targets: [{{provider: hosted-api, model: big-model}}]}}
-  hosted-or-local: {{targets: [{{provider: hosted-api, model: big-model}}, {{local: default}}]}}
-"""
 SECRET = "sk-grpc-hosted-4b1e"
 HELLO = [pb.ChatMessage(role="user", content="Say hello.")]
 
@@ -48,7 +40,7 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
     data: Path = tmp_path_factory.mktemp("grpc-gateway")
     port = free_port()
     with (
-        hosted_gateway(data, CONFIG, SECRET, "--grpc-port", str(port)) as gw,
+        hosted_gateway(data, SECRET, "--grpc-port", str(port)) as gw,
         grpc.insecure_channel(f"127.0.0.1:{port}") as channel,
     ):
         yield Setup(gw.server, data, gw.upstream, rpc.OcakStub(channel), gw.key, gw.local_key)
