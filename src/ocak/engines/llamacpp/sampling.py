@@ -7,7 +7,7 @@ before it (see ``LogitsMask``).
 Why not llama.cpp's sampler chain: its ``dist`` sampler spends ~0.4 ms per token
 on this CPU (it copies the 49k-entry vocabulary into a candidate array and
 softmaxes it in a scalar loop) while the decode thread holds everything else
-up; the same exact draw in vectorized numpy takes ~0.05 ms. That is 4% of a
+up; the same exact draw in vectorized numpy takes ~0.08 ms. That is 3-4% of a
 single stream's time per token and more in a batch, where every sequence is
 sampled one after another.
 

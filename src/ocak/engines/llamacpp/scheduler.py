@@ -1,12 +1,12 @@
 """Continuous batching over llama.cpp's batch API.
 
 One thread owns the llama.cpp context and runs the decode loop. Each step it
-admits waiting jobs into free sequence slots, builds one ``llama_batch`` with
-the next token of every generating sequence plus a bounded chunk of prompt
-tokens (so a long prompt never stalls running streams), decodes, and samples
-each sequence with its own sampler. Jobs that finish or are cancelled
-leave at once; their slot keeps its KV cells so a later prompt that starts the
-same way (a system prompt, an earlier turn) reuses them.
+admits waiting jobs into free sequence slots, computes a bounded amount of
+waiting prompt (so a long prompt never stalls running streams for long), then
+decodes the next token of every generating sequence in one ``llama_batch`` and
+samples each with its own sampler. Jobs that finish or are cancelled leave at
+once; their slot keeps its KV cells so a later prompt that starts the same way
+(a system prompt, an earlier turn) reuses them.
 
 A prompt is computed in chunks that end at canonical places, a function of the
 prompt's own tokens: after every end-of-turn token (``<|im_end|>``, ``<|eot_id|>``:
