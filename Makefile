@@ -1,21 +1,32 @@
 # ocak: two commands from a fresh clone: `make serve` and `make test`.
-PYTHON ?= python3.11
+# The first Python 3.11+ on PATH (3.11 first: the CPU build of torch on such machines is for it).
+ifndef PYTHON
+PYTHON := $(shell for p in python3.11 python3.12 python3.13 python3; do \
+	$$p -c 'import sys; sys.exit(sys.version_info < (3, 11))' >/dev/null 2>&1 && { echo $$p; break; }; done)
+endif
 VENV := .venv
 BIN := $(VENV)/bin
 # Trim llama.cpp's build to the library (about 7 minutes on 2 cores instead of 10+).
-# pip caches the built wheel, so later installs do not rebuild it.
+# scripts/build_llama.py adds the flags that leave out the AMX kernels and caches the
+# wheel per CPU (pip's own cache ignores CMAKE_ARGS).
 export CMAKE_ARGS ?= -DLLAMA_BUILD_TOOLS=OFF -DLLAMA_BUILD_SERVER=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_CURL=OFF
 ARGS ?=
 
-.PHONY: serve test install dev lint typecheck bench clean proto
+.PHONY: serve test install llama dev lint typecheck bench clean proto
 
 $(BIN)/python:
-	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "error: $(PYTHON) not found (ocak needs Python 3.11+; set PYTHON=...)"; exit 1; }
+	@[ -n "$(PYTHON)" ] || { echo "error: ocak needs Python 3.11 or newer and none was found on PATH (install it, or set PYTHON=/path/to/python3.11)"; exit 1; }
+	@$(PYTHON) -c 'import venv, ensurepip' >/dev/null 2>&1 || { echo "error: $(PYTHON) has no venv/ensurepip module (Debian/Ubuntu: sudo apt-get install python3-venv)"; exit 1; }
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
+# Every run: check that the installed llama.cpp suits this CPU (about a second); build or
+# reinstall it only when it does not (a new machine, another CPU, AMX kernels inside).
+llama: | $(BIN)/python
+	@$(BIN)/python scripts/build_llama.py
+
 # Reinstall only when the project's dependencies change.
-$(VENV)/.installed: pyproject.toml | $(BIN)/python
+$(VENV)/.installed: pyproject.toml | llama
 	$(BIN)/pip install --quiet -e .
 	@touch $@
 
@@ -31,9 +42,9 @@ $(AUTOGEN_VENV)/.installed: examples/requirements-autogen.txt
 	$(AUTOGEN_VENV)/bin/pip install --quiet -r examples/requirements-autogen.txt
 	@touch $@
 
-install: $(VENV)/.installed
+install: llama $(VENV)/.installed
 
-dev: $(VENV)/.installed-dev
+dev: llama $(VENV)/.installed-dev
 
 serve: install
 	$(BIN)/ocak serve $(ARGS)
@@ -47,10 +58,12 @@ test: dev $(AUTOGEN_VENV)/.installed
 proto: dev
 	$(BIN)/python proto/generate.py
 
+# ruff, ruff format and mypy strict; CI runs this before the tests.
 lint: dev
-	$(BIN)/ruff check src tests bench
-	$(BIN)/ruff format --check src tests bench
+	$(BIN)/ruff check src tests bench scripts
+	$(BIN)/ruff format --check src tests bench scripts
 	$(BIN)/mypy
+	MYPYPATH=src $(BIN)/mypy --strict scripts
 
 bench: dev
 	$(BIN)/pip install --quiet -e '.[dev,bench]'

@@ -7,8 +7,9 @@ YAML file share one validation, and a bad value names its field.
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import Field, PrivateAttr, ValidationError, field_validator
@@ -22,9 +23,17 @@ Lines = dict[tuple[str | int, ...], int]
 
 
 def default_data_dir() -> Path:
-    """Where ocak keeps its store (models, SQLite): ``$XDG_DATA_HOME/ocak``."""
-    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
-    return Path(base) / "ocak"
+    """Where ocak keeps its store (models, SQLite): ``$XDG_DATA_HOME/ocak``.
+
+    Without ``XDG_DATA_HOME``: ``~/.local/share/ocak`` on Linux,
+    ``~/Library/Application Support/ocak`` on macOS, ``%LOCALAPPDATA%\\ocak`` on Windows.
+    """
+    base = os.environ.get("XDG_DATA_HOME")
+    if not base and sys.platform == "win32":
+        base = os.environ.get("LOCALAPPDATA") or str(Path.home() / "AppData" / "Local")
+    elif not base and sys.platform == "darwin":
+        base = str(Path.home() / "Library" / "Application Support")
+    return Path(base or Path.home() / ".local" / "share") / "ocak"
 
 
 class ConfigError(InvalidRequest):
@@ -61,6 +70,19 @@ class Settings(BaseSettings):
         ge=16,
         le=4096,
         description="Prompt tokens per prefill chunk (and the unit of prefix reuse).",
+    )
+    device: Literal["auto", "cpu", "cuda"] = Field(
+        "auto",
+        description="Where CTranslate2 models run: auto (a working CUDA GPU, else the CPU; "
+        "a GPU that cannot run is refused, not skipped), cpu or cuda.",
+    )
+    ct2_workers: int = Field(
+        1, ge=1, le=64, description="CTranslate2 batches run at once (the threads are split)."
+    )
+    ct2_batching: Literal["exact", "similar"] = Field(
+        "exact",
+        description="CTranslate2 batches: exact (equal prompt lengths, greedy answers as "
+        "alone) or similar (close lengths, more throughput).",
     )
     data_dir: Path = Field(default_factory=default_data_dir, description="ocak's data folder.")
     log_level: str = Field("info", description="Log level: debug, info, warning, error.")

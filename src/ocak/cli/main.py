@@ -1,10 +1,10 @@
-"""The ``ocak`` command: serve, run, chat, models, keys, usage."""
+"""The ``ocak`` command: serve, doctor, run, chat, models, keys, usage."""
 
 from __future__ import annotations
 
 import typer
 
-from ocak.cli import characters, keys, models, serve, talk, usage
+from ocak.cli import characters, doctor, keys, models, serve, talk, usage
 
 app = typer.Typer(
     name="ocak",
@@ -14,6 +14,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 app.command("serve")(serve.serve)
+app.command("doctor")(doctor.doctor)
 app.command("run")(talk.run)
 app.command("chat")(talk.chat)
 app.add_typer(models.app, name="models")

@@ -32,6 +32,9 @@ def serve(
     prefill_chunk: int = typer.Option(
         None, "--prefill-chunk", help="Prompt tokens per prefill chunk (default 128)."
     ),
+    device: str = typer.Option(
+        None, "--device", help="CTranslate2 models: auto, cpu or cuda (default auto)."
+    ),
     config: Path = typer.Option(None, "--config", help="YAML settings file."),
     log_level: str = typer.Option(None, "--log-level", help="debug, info, warning, error."),
     allow_no_keys: bool = typer.Option(
@@ -66,6 +69,7 @@ def serve(
             max_queue=max_queue,
             queue_timeout=queue_timeout,
             prefill_chunk=prefill_chunk,
+            device=device,
             log_level=log_level,
             allow_no_keys=allow_no_keys or None,
             metrics_public=metrics_public or None,

@@ -16,10 +16,12 @@ Needs the ``convert`` extra (torch, transformers, gguf, accelerate).
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import json
 import os
 import re
 import shutil
+import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -223,8 +225,18 @@ def remove_stale(store: Path, name: str) -> None:
 
 
 def _alive(pid: int) -> bool:
+    """Whether process ``pid`` still runs (``os.kill(pid, 0)`` would end it on Windows)."""
     if pid == os.getpid():
         return False
+    if sys.platform == "win32":  # pragma: no cover - Windows only
+        kernel32 = ctypes.windll.kernel32  # type: ignore[attr-defined]
+        handle = kernel32.OpenProcess(0x1000, False, pid)  # PROCESS_QUERY_LIMITED_INFORMATION
+        if not handle:
+            return False
+        code = ctypes.c_ulong()
+        kernel32.GetExitCodeProcess(handle, ctypes.byref(code))
+        kernel32.CloseHandle(handle)
+        return code.value == 259  # STILL_ACTIVE
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

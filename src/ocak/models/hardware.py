@@ -157,16 +157,60 @@ def pick_device(requested: str, status: CudaStatus) -> str:
     return "cpu"
 
 
-def available_memory() -> int:
-    """Bytes of memory available to a new process (MemAvailable), or total RAM as a fallback."""
+def _windows_memory() -> tuple[int, int]:  # pragma: no cover - Windows only
+    class MemoryStatus(ctypes.Structure):
+        _fields_ = [
+            ("length", ctypes.c_ulong),
+            ("load", ctypes.c_ulong),
+            ("total_phys", ctypes.c_ulonglong),
+            ("avail_phys", ctypes.c_ulonglong),
+            ("total_page", ctypes.c_ulonglong),
+            ("avail_page", ctypes.c_ulonglong),
+            ("total_virtual", ctypes.c_ulonglong),
+            ("avail_virtual", ctypes.c_ulonglong),
+            ("avail_extended", ctypes.c_ulonglong),
+        ]
+
+    status = MemoryStatus()
+    status.length = ctypes.sizeof(MemoryStatus)
+    if not ctypes.windll.kernel32.GlobalMemoryStatusEx(ctypes.byref(status)):  # type: ignore[attr-defined]
+        return 0, 0
+    return int(status.total_phys), int(status.avail_phys)
+
+
+def _meminfo(meminfo: Path) -> dict[str, int]:
+    values: dict[str, int] = {}
+    with meminfo.open(encoding="ascii") as f:
+        for line in f:
+            key, _, rest = line.partition(":")
+            parts = rest.split()
+            if parts and parts[0].isdigit():
+                values[key] = int(parts[0]) * 1024
+    return values
+
+
+def memory(meminfo: Path = Path("/proc/meminfo")) -> tuple[int, int]:
+    """(total, available to a new process) bytes of RAM; 0 for what cannot be read."""
+    if sys.platform == "win32":  # pragma: no cover - Windows only
+        return _windows_memory()
     try:
-        with open("/proc/meminfo", encoding="ascii") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
+        values = _meminfo(meminfo)
+        total = values.get("MemTotal", 0)
+        return total, values.get("MemAvailable", total)
     except OSError:
         pass
     try:
-        return int(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
+        page = os.sysconf("SC_PAGE_SIZE")
+        total = int(os.sysconf("SC_PHYS_PAGES") * page)
     except (ValueError, OSError, AttributeError):
-        return 0
+        return 0, 0
+    try:
+        avail = int(os.sysconf("SC_AVPHYS_PAGES") * page)
+    except (ValueError, OSError, AttributeError):
+        avail = total
+    return total, avail
+
+
+def available_memory() -> int:
+    """Bytes of memory available to a new process (MemAvailable), or total RAM as a fallback."""
+    return memory()[1]

@@ -221,24 +221,18 @@ def warm_up(model: Ct2Model) -> None:
 
 
 def engine_from_settings(model_id: str, path: Path, settings: Settings) -> Ct2Engine:
-    """The engine for a converted model, from the server's settings.
-
-    Two knobs are read from the environment until they have a settings field:
-    ``OCAK_DEVICE`` (auto, cpu or cuda; auto refuses a GPU it cannot use rather
-    than falling back to the CPU unasked), ``OCAK_CT2_WORKERS`` (CTranslate2
-    workers, each running one batch at a time; the threads are split between them)
-    and ``OCAK_CT2_BATCHING`` (exact or similar; see the scheduler).
-    """
-    workers = os.environ.get("OCAK_CT2_WORKERS", "").strip()
+    """The engine for a converted model, from the server's settings (``device``,
+    ``ct2_workers``: batches run at once, the threads split between them, and
+    ``ct2_batching``: exact or similar, see the scheduler)."""
     return Ct2Engine(
         model_id,
         path,
         ctx_size=settings.ctx_size,
         parallel=settings.parallel,
         threads=settings.threads,
-        workers=int(workers) if workers.isdigit() and int(workers) > 0 else DEFAULT_WORKERS,
+        workers=settings.ct2_workers,
         max_queue=settings.max_queue,
         queue_timeout=settings.queue_timeout,
-        device=os.environ.get("OCAK_DEVICE", "auto").strip() or "auto",
-        batching=os.environ.get("OCAK_CT2_BATCHING", "exact").strip() or "exact",
+        device=settings.device,
+        batching=settings.ct2_batching,
     )

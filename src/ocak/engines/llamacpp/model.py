@@ -17,11 +17,14 @@ import llama_cpp as C
 from ocak.engines.chat_template import ChatTemplate
 from ocak.errors import EngineError
 from ocak.models.store import ModelFileError
+from ocak.system.cpu import read_cpu
+from ocak.system.llama_build import assess, guard_message, loaded_system_info
 
 log = logging.getLogger("ocak.llamacpp.native")
 
 _backend_lock = threading.Lock()
 _backend_ready = False
+_extra_bufts: bool | None = None  # decided once per process by extra_buffers_allowed()
 
 
 def _log(level: int, text: bytes, _user: Any) -> None:  # pragma: no cover - C callback
@@ -44,6 +47,22 @@ def init_backend() -> None:
             _backend_ready = True
 
 
+def extra_buffers_allowed() -> bool:
+    """False when this llama.cpp's AMX kernels could be reached (they crash): the guard.
+
+    Decided once per process, from the loaded library's system info and the CPU's
+    flags, and said in one warning line when it turns them off.
+    """
+    global _extra_bufts
+    with _backend_lock:
+        if _extra_bufts is None:
+            verdict = assess(loaded_system_info(), read_cpu())
+            _extra_bufts = not verdict.amx_guard
+            if verdict.amx_guard:
+                logging.getLogger("ocak.llamacpp").warning("%s", guard_message(verdict))
+        return _extra_bufts
+
+
 def check_gguf(path: Path) -> None:
     """Fail early, with a message naming the file, for paths that are not GGUF models."""
     if not path.exists():
@@ -64,6 +83,7 @@ class LlamaModel:
         init_backend()
         params = C.llama_model_default_params()
         params.n_gpu_layers = gpu_layers
+        params.use_extra_bufts = extra_buffers_allowed()
         self.path = path
         self.ptr = C.llama_model_load_from_file(str(path).encode(), params)
         if not self.ptr:

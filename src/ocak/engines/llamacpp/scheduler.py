@@ -40,6 +40,7 @@ from ocak.engines.llamacpp.sampling import LogitsMask, Sampler, SamplingParams, 
 from ocak.engines.text import StopMatcher, Utf8Stream
 from ocak.engines.threaded import Emit, queue_full
 from ocak.errors import EngineError, OcakError, Unavailable
+from ocak.models.gguf_header import kv_shape
 from ocak.protocol.generation import Finished, FinishReason, TextDelta, Usage
 
 log = logging.getLogger("ocak.scheduler")
@@ -462,17 +463,10 @@ class Scheduler:
 
     def describe(self) -> dict[str, Any]:
         """Figures printed at start: the KV cache is sized once, up front."""
-        n_layer = int(self.model.meta(f"{self._arch()}.block_count") or 0)
-        n_head_kv = int(self.model.meta(f"{self._arch()}.attention.head_count_kv") or 0)
-        n_embd = int(self.model.meta(f"{self._arch()}.embedding_length") or 0)
-        n_head = int(self.model.meta(f"{self._arch()}.attention.head_count") or 1)
-        per_token = 2 * n_layer * n_head_kv * (n_embd // max(n_head, 1)) * 2  # K+V, f16
+        shape = kv_shape(self.model.meta)
         return {
             "parallel": self.parallel,
             "ctx_size": self.ctx_size,
             "kv_tokens": self.kv_tokens,
-            "kv_bytes": per_token * self.kv_tokens,
+            "kv_bytes": shape.bytes_for(self.kv_tokens) if shape else 0,
         }
-
-    def _arch(self) -> str:
-        return self.model.meta("general.architecture") or "llama"
