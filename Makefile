@@ -12,7 +12,7 @@ BIN := $(VENV)/bin
 export CMAKE_ARGS ?= -DLLAMA_BUILD_TOOLS=OFF -DLLAMA_BUILD_SERVER=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_CURL=OFF
 ARGS ?=
 
-.PHONY: serve test install llama dev lint typecheck bench clean proto
+.PHONY: serve test install llama chromium dev lint typecheck bench clean proto
 
 $(BIN)/python:
 	@[ -n "$(PYTHON)" ] || { echo "error: ocak needs Python 3.11 or newer and none was found on PATH (install it, or set PYTHON=/path/to/python3.11)"; exit 1; }
@@ -49,8 +49,17 @@ dev: llama $(VENV)/.installed-dev
 serve: install
 	$(BIN)/ocak serve $(ARGS)
 
+# The browser tests drive Debian's Chromium through Playwright (Playwright's own browser
+# download cannot work offline). Installed here when missing and we may (root, apt-get).
+chromium:
+	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing Chromium for the browser tests (apt-get install chromium)"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	  else echo "note: no Chromium, so the browser tests skip (CI fails them): sudo apt-get install chromium"; fi; }
+
 # The whole suite. pytest exits 5 when no test was collected: not a failure here.
-test: dev $(AUTOGEN_VENV)/.installed
+test: dev chromium $(AUTOGEN_VENV)/.installed
 	$(BIN)/python -m pytest $(ARGS); rc=$$?; if [ $$rc -eq 5 ]; then exit 0; fi; exit $$rc
 
 # Regenerate the gRPC code (src/ocak/grpc/v1) from proto/; commit the result.

@@ -260,7 +260,7 @@ def test_http_api_and_openapi(tmp_path: Path) -> None:
         await engine.load()
         app = create_app(Settings(data_dir=tmp_path), EngineRegistry([engine]))
         transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://t") as c:
+        async with httpx.AsyncClient(transport=transport, base_url="http://localhost") as c:
             spec = (await c.get("/openapi.json")).json()
             for path in (
                 "/v1/characters",
@@ -374,7 +374,7 @@ def test_turns_are_usage_records_and_keys_may_be_limited_to_models(tmp_path: Pat
         other, _ = create_key(db, "other", models=["elsewhere"])
         app = create_app(Settings(data_dir=tmp_path), EngineRegistry([engine]), db=db)
         transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://t") as c:
+        async with httpx.AsyncClient(transport=transport, base_url="http://localhost") as c:
             auth = {"Authorization": f"Bearer {allowed}"}
             assert (await c.get("/v1/characters")).status_code == 401
             card = (EXAMPLES / "bram.yaml").read_bytes()

@@ -64,7 +64,7 @@ def make_api(tmp_path: Path) -> Any:
             while not app.state.ocak.engines.ready:
                 await asyncio.sleep(0.01)
             transport = httpx.ASGITransport(app=app)
-            async with httpx.AsyncClient(transport=transport, base_url="http://ocak") as client:
+            async with httpx.AsyncClient(transport=transport, base_url="http://[::1]") as client:
                 yield Api(client, db, other)
         db.close()
         other.close()

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import Field, PrivateAttr, ValidationError, field_validator
+from pydantic import Field, PrivateAttr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from ocak.errors import InvalidRequest
@@ -110,6 +110,19 @@ class Settings(BaseSettings):
     shutdown_timeout: int = Field(
         30, ge=0, le=3600, description="Seconds streams in flight may finish after SIGTERM."
     )
+    # Web safety (issue 14): which Host names and browser origins are answered; TLS.
+    allowed_hosts: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Host names this server answers besides loopback ones (DNS rebinding "
+        "guard); '*.example.com' wildcards, '*' for any.",
+    )
+    allowed_origins: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Web origins (scheme://host:port) whose pages may call this server, "
+        "besides loopback origins and its own; wildcards as for allowed_hosts.",
+    )
+    tls_cert: Path | None = Field(None, description="TLS certificate (PEM): serve HTTPS.")
+    tls_key: Path | None = Field(None, description="TLS private key (PEM) for tls_cert.")
     # The gateway (issue 5): upstream APIs, public model names, routing knobs.
     providers: dict[str, ProviderConfig] = Field(
         default_factory=dict, description="Upstream APIs by name (keys come from env vars)."
@@ -124,12 +137,21 @@ class Settings(BaseSettings):
     _source: Path | None = PrivateAttr(None)
     _lines: Lines = PrivateAttr(default_factory=dict)
 
-    @field_validator("model", mode="before")
+    @field_validator("model", "allowed_hosts", "allowed_origins", mode="before")
     @classmethod
     def _split_models(cls, v: Any) -> Any:
         if isinstance(v, str):
             return [part.strip() for part in v.split(",") if part.strip()]
         return v
+
+    @model_validator(mode="after")
+    def _tls_pair(self) -> Settings:
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("tls_cert and tls_key go together: give both, or neither")
+        for path in (self.tls_cert, self.tls_key):
+            if path is not None and not path.is_file():
+                raise ValueError(f"TLS file not found: {path}")
+        return self
 
     @property
     def model_dir(self) -> Path:

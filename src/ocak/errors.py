@@ -96,6 +96,12 @@ class PayloadTooLarge(OcakError):
     code = "request_too_large"
 
 
+class UnsupportedMediaType(OcakError):
+    status = 415
+    type = "invalid_request_error"
+    code = "unsupported_media_type"
+
+
 class AuthenticationError(OcakError):
     status = 401
     type = "invalid_request_error"

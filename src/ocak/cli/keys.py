@@ -77,6 +77,9 @@ def create(
     budget_period: str = typer.Option(
         None, "--budget-period", help="Renew the budget every period (1d, 30d, ...); default never."
     ),
+    admin: bool = typer.Option(
+        False, "--admin", help="May also change the machine: models, keys, data deletion."
+    ),
     config: Path = CONFIG,
 ) -> None:
     """Create a key and print it (the only time it is shown: ocak keeps a hash)."""
@@ -93,6 +96,7 @@ def create(
             tpm=tpm,
             budget_tokens=budget_tokens,
             budget_period=period,
+            admin=admin,
         )
     except OcakError as exc:
         fail_on(exc)
@@ -115,7 +119,7 @@ def list_(
     try:
         keys = list_keys(db, include_revoked=all_)
         table = Table()
-        for header in ("name", "prefix", "models", "locality"):
+        for header in ("name", "prefix", "scope", "models", "locality"):
             table.add_column(header, overflow="fold")
         for header in ("rpm", "tpm", "budget", "tokens used"):
             table.add_column(header, justify="right")
@@ -129,6 +133,7 @@ def list_(
             row = [
                 k.name,
                 k.prefix + "...",
+                "admin" if k.admin else "api",
                 ", ".join(k.models) if k.models else "all",
                 k.locality or "any",
                 _num(k.rpm),

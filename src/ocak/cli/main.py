@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from ocak.cli import characters, doctor, keys, models, serve, talk, usage
+from ocak.cli import characters, data, doctor, keys, models, serve, talk, usage
 
 app = typer.Typer(
     name="ocak",
@@ -21,6 +21,7 @@ app.add_typer(models.app, name="models")
 app.add_typer(keys.app, name="keys")
 app.command("usage")(usage.usage)
 app.add_typer(characters.app, name="characters")
+app.add_typer(data.app, name="data")
 
 
 def main() -> None:  # pragma: no cover - console entry point

@@ -35,6 +35,14 @@ def serve(
     device: str = typer.Option(
         None, "--device", help="CTranslate2 models: auto, cpu or cuda (default auto)."
     ),
+    allowed_host: list[str] = typer.Option(
+        None, "--allowed-host", help="A host name to answer besides loopback ones (repeat)."
+    ),
+    allowed_origin: list[str] = typer.Option(
+        None, "--allowed-origin", help="A web origin whose pages may call ocak (repeat)."
+    ),
+    tls_cert: Path = typer.Option(None, "--tls-cert", help="TLS certificate (PEM): HTTPS."),
+    tls_key: Path = typer.Option(None, "--tls-key", help="TLS private key (PEM)."),
     config: Path = typer.Option(None, "--config", help="YAML settings file."),
     log_level: str = typer.Option(None, "--log-level", help="debug, info, warning, error."),
     allow_no_keys: bool = typer.Option(
@@ -70,6 +78,10 @@ def serve(
             queue_timeout=queue_timeout,
             prefill_chunk=prefill_chunk,
             device=device,
+            allowed_hosts=allowed_host or None,
+            allowed_origins=allowed_origin or None,
+            tls_cert=tls_cert,
+            tls_key=tls_key,
             log_level=log_level,
             allow_no_keys=allow_no_keys or None,
             metrics_public=metrics_public or None,

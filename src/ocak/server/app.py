@@ -23,7 +23,7 @@ from ocak.engines.registry import EngineRegistry
 from ocak.gateway.service import Gateway, build_gateway
 from ocak.server import errors, services
 from ocak.server.middleware import AssumeJson
-from ocak.server.routes import characters, chat, completions, health, models
+from ocak.server.routes import admin, characters, chat, completions, health, models
 from ocak.server.state import AppState
 from ocak.server.tracking import RequestTracking, Sink
 from ocak.store.db import Database
@@ -94,6 +94,6 @@ def create_app(
         state.metrics.known = gw.knows
     # Outermost: sees every request, including ones other middleware refuse.
     app.add_middleware(RequestTracking, sinks=state.sinks, late_sinks=state.late_sinks)
-    for module in (chat, completions, models, health, characters):
+    for module in (chat, completions, models, health, characters, admin):
         app.include_router(module.router)
     return app

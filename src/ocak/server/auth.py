@@ -211,6 +211,34 @@ def get_key(request: Request) -> KeyInfo | None:
     return key
 
 
+ADMIN_NEEDED = (
+    "This route changes the machine or its configuration: it needs an administrator key "
+    "(`ocak keys create --name NAME --admin`)."
+)
+LOOPBACK_ONLY = (
+    "Without API keys, routes that change the machine answer only to clients on this "
+    "machine (loopback). Create an administrator key to use them from elsewhere."
+)
+
+
+def require_admin(request: Request) -> KeyInfo | None:
+    """FastAPI dependency of administrator routes: 403 unless the caller may change the machine.
+
+    With keys: an administrator key. Without keys (loopback servers, or
+    ``allow_no_keys``): clients on loopback only, after the web guard's checks.
+    """
+    auth: Authenticator = request.app.state.ocak.auth
+    key = get_key(request)
+    if auth.enabled:
+        if key is None or not key.admin:
+            raise PermissionDenied(ADMIN_NEEDED, code="admin_required")
+        return key
+    client = request.client.host if request.client else ""
+    if not is_loopback(client):
+        raise PermissionDenied(LOOPBACK_ONLY, code="admin_required")
+    return None
+
+
 class AuthMiddleware:
     """401 for any path but the open ones without a valid key; the key goes on the request."""
 

@@ -11,7 +11,7 @@ import uvicorn
 from ocak.config import Settings
 from ocak.engines.registry import EngineRegistry
 from ocak.server.app import create_app
-from ocak.server.auth import check_exposure
+from ocak.server.auth import check_exposure, is_loopback
 from ocak.server.request_log import configure_access_log
 from ocak.store.db import database_path, open_database
 
@@ -20,6 +20,18 @@ log = logging.getLogger("ocak.server")
 
 def _stopped(signum: int, frame: FrameType | None) -> None:
     log.info("stopped by signal %d after a graceful shutdown", signum)
+
+
+def warn_plain_http(settings: Settings, keys_on: bool) -> bool:
+    """Warn (once, at start) when API keys would cross the network unencrypted."""
+    if keys_on and settings.tls_cert is None and not is_loopback(settings.host):
+        log.warning(
+            "listening on %s over plain HTTP with API keys: keys and prompts cross the network "
+            "unencrypted. Serve HTTPS with --tls-cert and --tls-key, or put a TLS proxy in front.",
+            settings.host,
+        )
+        return True
+    return False
 
 
 def run_server(settings: Settings, registry: EngineRegistry) -> int:
@@ -51,8 +63,12 @@ def run_server(settings: Settings, registry: EngineRegistry) -> int:
         db.close()
         raise
     configure_access_log()
+    warn_plain_http(settings, app.state.ocak.auth.enabled)
+    tls = settings.tls_cert is not None
     config = uvicorn.Config(
         app,
+        ssl_certfile=str(settings.tls_cert) if tls else None,
+        ssl_keyfile=str(settings.tls_key) if tls else None,
         host=settings.host,
         port=settings.port,
         log_level=settings.log_level.lower(),
@@ -60,7 +76,10 @@ def run_server(settings: Settings, registry: EngineRegistry) -> int:
         timeout_graceful_shutdown=settings.shutdown_timeout,
     )
     server = uvicorn.Server(config)
-    log.info("ocak listening on http://%s:%d (OpenAI API at /v1)", settings.host, settings.port)
+    scheme = "https" if tls else "http"
+    log.info(
+        "ocak listening on %s://%s:%d (OpenAI API at /v1)", scheme, settings.host, settings.port
+    )
     # uvicorn re-raises SIGTERM/SIGINT once its graceful shutdown is done, which would
     # kill the process by signal; with these handlers in place it returns and we exit 0.
     for sig in (signal.SIGTERM, signal.SIGINT):

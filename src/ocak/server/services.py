@@ -2,8 +2,9 @@
 
 Record sinks run before a response's last byte: the usage row (committed) and
 the key's token charge; then, right after it, metrics and the log line. Middleware, outer
-to inner: request tracking (app.py), auth (401), body limit (413), content
-capture (only with ``log_content``), then the app.
+to inner: request tracking (app.py), the web guard (Host, Origin, CORS: 403/415),
+auth (401), body limit (413), content capture (only with ``log_content``), then
+the app.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from ocak.server.auth import OPEN_PATHS, Authenticator, AuthMiddleware, keys_req
 from ocak.server.middleware import BodyLimit
 from ocak.server.request_log import ContentCapture, RequestLog
 from ocak.server.state import AppState
+from ocak.server.webguard import WebGuard, WebPolicy
 from ocak.store.db import Database
 
 
@@ -35,6 +37,14 @@ def install(app: FastAPI, state: AppState, db: Database | None) -> None:
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     open_paths = OPEN_PATHS | ({"/metrics"} if settings.metrics_public else set())
     app.add_middleware(AuthMiddleware, auth=state.auth, open_paths=frozenset(open_paths))
+    # Outer to auth: a hostile page is refused before its key is even looked at, and a
+    # CORS preflight (which carries no key) is answered.
+    policy = WebPolicy(
+        listen_host=settings.host,
+        allowed_hosts=settings.allowed_hosts,
+        allowed_origins=settings.allowed_origins,
+    )
+    app.add_middleware(WebGuard, policy=policy)
     app.include_router(metrics.router)
     document(app, frozenset(open_paths))
 

@@ -71,6 +71,11 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX usage_ts ON usage(ts);
     CREATE INDEX usage_key_ts ON usage(key_id, ts);
     """,
+    # 3: the administrator scope (routes that change the machine); existing keys are not
+    # administrators, so they keep exactly what they had.
+    """
+    ALTER TABLE keys ADD COLUMN admin INTEGER NOT NULL DEFAULT 0;
+    """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 

@@ -38,6 +38,7 @@ class KeyInfo:
     budget_period: float | None = None
     created_at: float = 0.0
     revoked_at: float | None = None
+    admin: bool = False  # may call the routes that change the machine or its configuration
 
     @property
     def revoked(self) -> bool:
@@ -63,12 +64,13 @@ def new_key() -> str:
 
 _COLUMNS = (
     "id, name, prefix, models, locality, rpm, tpm, budget_tokens, budget_period, "
-    "created_at, revoked_at, hash"
+    "created_at, revoked_at, hash, admin"
 )
 
 
 def _row(row: tuple[object, ...]) -> StoredKey:
-    (id_, name, prefix, models, locality, rpm, tpm, budget, period, created, revoked, digest) = row
+    (id_, name, prefix, models, locality, rpm, tpm, budget, period, created, revoked) = row[:11]
+    digest, adm = row[11:]
     info = KeyInfo(
         id=int(id_),  # type: ignore[call-overload]
         name=str(name),
@@ -81,6 +83,7 @@ def _row(row: tuple[object, ...]) -> StoredKey:
         budget_period=None if period is None else float(period),  # type: ignore[arg-type]
         created_at=float(created),  # type: ignore[arg-type]
         revoked_at=None if revoked is None else float(revoked),  # type: ignore[arg-type]
+        admin=bool(adm),
     )
     return StoredKey(info, bytes.fromhex(str(digest)))
 
@@ -100,6 +103,7 @@ def create_key(
     tpm: int | None = None,
     budget_tokens: int | None = None,
     budget_period: float | None = None,
+    admin: bool = False,
 ) -> tuple[str, KeyInfo]:
     """Create a key; returns the key (its only appearance) and its record."""
     name = name.strip()
@@ -122,7 +126,7 @@ def create_key(
     try:
         key_id = db.insert(
             "INSERT INTO keys (name, prefix, hash, models, locality, rpm, tpm, budget_tokens,"
-            " budget_period, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            " budget_period, created_at, admin) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 name,
                 key[:DISPLAY_CHARS],
@@ -134,6 +138,7 @@ def create_key(
                 budget_tokens,
                 budget_period,
                 created,
+                int(admin),
             ),
         )
     except sqlite3.IntegrityError as exc:
@@ -152,6 +157,7 @@ def create_key(
         budget_tokens=budget_tokens,
         budget_period=budget_period,
         created_at=created,
+        admin=admin,
     )
     return key, info
 
