@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import httpx
@@ -71,6 +72,19 @@ class ServerProcess:
                 self.proc.wait()
         self._log.close()
         return int(self.proc.returncode)
+
+
+@contextlib.contextmanager
+def running(
+    args: Sequence[str] = (), *, env: dict[str, str] | None = None
+) -> Iterator[ServerProcess]:
+    """``ocak serve`` started, ready, and stopped when the block ends."""
+    proc = ServerProcess(args, env=env)
+    try:
+        proc.wait_ready()
+        yield proc
+    finally:
+        proc.stop()
 
 
 def active(server: ServerProcess) -> int:

@@ -22,7 +22,7 @@ from typing import Any
 import httpx
 import pytest
 
-from helpers import ServerProcess, free_port
+from helpers import ServerProcess, free_port, running
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 if CHROMIUM is None:
@@ -72,15 +72,11 @@ def pages() -> Iterator[int]:
 @pytest.fixture(scope="module")
 def ocak_server(pages: int, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     data = tmp_path_factory.mktemp("browser-data")
-    proc = ServerProcess(
+    with running(
         ["--allowed-origin", f"http://trusted.test:{pages}", "--parallel", "2"],
         env={"OCAK_DATA_DIR": str(data)},
-    )
-    try:
-        proc.wait_ready()
+    ) as proc:
         yield proc
-    finally:
-        proc.stop()
 
 
 @pytest.fixture(scope="module")

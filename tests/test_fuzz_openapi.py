@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 from schemathesis import GenerationMode
 from schemathesis.checks import not_a_server_error
 
-from helpers import ServerProcess
+from helpers import ServerProcess, running
 from ocak.config import Settings
 from ocak.engines.fake import FakeEngine
 from ocak.engines.registry import EngineRegistry
@@ -32,7 +32,7 @@ MAX_TOKENS = 4
 @pytest.fixture(scope="module")
 def fuzz_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     data = tmp_path_factory.mktemp("ocak-fuzz")
-    proc = ServerProcess(
+    with running(
         [
             "--ctx-size", "512",
             "--parallel", "4",
@@ -41,12 +41,8 @@ def fuzz_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProc
             "--max-body-bytes", "65536",
         ],
         env={"OCAK_DATA_DIR": str(data)},
-    )  # fmt: skip
-    try:
-        proc.wait_ready()
+    ) as proc:  # fmt: skip
         yield proc
-    finally:
-        proc.stop()
 
 
 @pytest.fixture(scope="module")

@@ -31,7 +31,8 @@ app = typer.Typer(help="Manage characters (NPC cards) and chat with them.", no_a
 CONFIG = typer.Option(None, "--config", help="YAML settings file (for data_dir).")
 
 
-def _open(config: Path | None) -> Database:
+def open_store(config: Path | None) -> Database:
+    """The characters store of the data folder the settings name (exit 2 when it cannot open)."""
     try:
         return store.open_characters_db(Settings.load(config).data_dir)
     except OcakError as exc:
@@ -49,7 +50,7 @@ def add(
         card = load_card(file, card_id=id)
     except OcakError as exc:
         fail_on(exc)
-    db = _open(config)
+    db = open_store(config)
     try:
         new = store.put_character(db, card)
     finally:
@@ -62,7 +63,7 @@ def add(
 @app.command("list")
 def list_cards(config: Path = CONFIG) -> None:
     """List the stored characters."""
-    db = _open(config)
+    db = open_store(config)
     try:
         cards = store.list_characters(db)
     finally:
@@ -79,7 +80,7 @@ def list_cards(config: Path = CONFIG) -> None:
 @app.command("show")
 def show(character_id: str = typer.Argument(...), config: Path = CONFIG) -> None:
     """Print a character's card (YAML)."""
-    db = _open(config)
+    db = open_store(config)
     try:
         card = store.get_character(db, character_id)
     finally:
@@ -93,7 +94,7 @@ def show(character_id: str = typer.Argument(...), config: Path = CONFIG) -> None
 @app.command("rm")
 def remove(character_id: str = typer.Argument(...), config: Path = CONFIG) -> None:
     """Remove a character with its memories and relationships."""
-    db = _open(config)
+    db = open_store(config)
     try:
         removed = store.delete_character(db, character_id)
     finally:

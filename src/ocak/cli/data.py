@@ -6,10 +6,9 @@ from pathlib import Path
 
 import typer
 
+from ocak.cli.characters import open_store
 from ocak.cli.common import err_console, fail_on
-from ocak.config import Settings
 from ocak.errors import OcakError
-from ocak.store import characters as store
 from ocak.store.players import delete_player, describe, player_data
 
 app = typer.Typer(help="A player's data: show it, delete it.", no_args_is_help=True)
@@ -21,10 +20,7 @@ PLAYER = typer.Option(..., "--player", help="The player id the game sent with it
 @app.command("show")
 def show(player: str = PLAYER, config: Path = CONFIG) -> None:
     """How much ocak keeps about a player (sessions, turns, memories, relationships...)."""
-    try:
-        db = store.open_characters_db(Settings.load(config).data_dir)
-    except OcakError as exc:
-        fail_on(exc, 2)
+    db = open_store(config)
     try:
         print(f"player {player}: {describe(player_data(db, player))}")
     finally:
@@ -34,10 +30,7 @@ def show(player: str = PLAYER, config: Path = CONFIG) -> None:
 @app.command("rm")
 def rm(player: str = PLAYER, config: Path = CONFIG) -> None:
     """Delete everything ocak keeps about a player, in one transaction, and say what went."""
-    try:
-        db = store.open_characters_db(Settings.load(config).data_dir)
-    except OcakError as exc:
-        fail_on(exc, 2)
+    db = open_store(config)
     try:
         removed = delete_player(db, player)
     except OcakError as exc:
