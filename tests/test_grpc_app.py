@@ -24,8 +24,8 @@ from ocak.engines.fake import FakeEngine
 from ocak.engines.registry import EngineRegistry
 from ocak.grpc.v1 import ocak_pb2 as pb
 from ocak.grpc.v1 import ocak_pb2_grpc as rpc
+from ocak.protocol.record import RequestRecord
 from ocak.server.app import create_app
-from ocak.server.tracking import RequestRecord
 from ocak.store.db import Database, open_database
 from ocak.store.keys import create_key
 from ocak.store.usage import recent_usage
@@ -232,10 +232,12 @@ def test_keys_authenticate_permit_and_limit_grpc_calls(db: Database) -> None:
         auth = (("authorization", f"Bearer {alice}"),)
         out = chat(s.stub, metadata=auth)
         assert out[-1].finish_reason == pb.FINISH_REASON_STOP
-        assert [m.id for m in s.stub.ListModels(pb.ListModelsRequest(), metadata=auth).models] == [
-            "fake",
-            "other",
-        ]
+        # ListModels lists what the key may use, as GET /v1/models does.
+        listed = s.stub.ListModels(pb.ListModelsRequest(), metadata=auth).models
+        assert [m.id for m in listed] == ["fake"]
+        everyone = (("authorization", f"Bearer {carol}"),)
+        listed = s.stub.ListModels(pb.ListModelsRequest(), metadata=everyone).models
+        assert [m.id for m in listed] == ["fake", "other"]
         # A key limited to other models.
         err = rpc_error(lambda: chat(s.stub, "other", metadata=auth))
         assert err.code() == grpc.StatusCode.PERMISSION_DENIED

@@ -16,6 +16,7 @@ from dataclasses import replace
 from typing import Any
 
 from ocak.engines.registry import EngineRegistry
+from ocak.engines.stream import Primed, prime
 from ocak.gateway.router import Router, Served, Target
 from ocak.protocol.generation import (
     Finished,
@@ -27,7 +28,6 @@ from ocak.protocol.generation import (
 )
 from ocak.providers.base import Call, Locality, UpstreamReply, UpstreamStream
 from ocak.providers.errors import TargetCannot
-from ocak.server.streaming import Primed, prime
 
 _FINISH: dict[str, FinishReason] = {"stop": "stop", "length": "length", "tool_calls": "tool_calls"}
 
@@ -64,7 +64,8 @@ def chat_payload(request: GenerationRequest) -> dict[str, Any]:
     return payload
 
 
-async def _remote_events(upstream: UpstreamStream) -> AsyncIterator[GenerationEvent]:
+async def remote_events(upstream: UpstreamStream) -> AsyncIterator[GenerationEvent]:
+    """An upstream's stream (chat deltas or completion text) as engine events."""
     reason: FinishReason = "stop"
     usage = Usage(0, 0)
     async for chunk in upstream.chunks():
@@ -76,7 +77,7 @@ async def _remote_events(upstream: UpstreamStream) -> AsyncIterator[GenerationEv
             )
         for choice in data.get("choices") or []:
             delta = choice.get("delta") or {}
-            text = delta.get("content")
+            text = delta.get("content") if "delta" in choice else choice.get("text")
             if text:
                 yield TextDelta(text)
             if choice.get("finish_reason"):
@@ -133,7 +134,7 @@ class RoutedModel:
         if on_served is not None:
             on_served(served)
         result = served.result
-        events = result.events() if isinstance(result, Primed) else _remote_events(result)
+        events = result.events() if isinstance(result, Primed) else remote_events(result)
         try:
             async for event in events:
                 yield event

@@ -5,8 +5,8 @@ The hook is the app's key checker, ``AppState.auth`` (``ocak.server.auth``'s
 ``authorization: Bearer <key>`` metadata. Every call is authenticated first,
 ``ListModels`` included (``AuthenticationError``: UNAUTHENTICATED when keys are
 on and the key is missing or wrong). A model call, once its parameters are
-valid, then passes what HTTP's ``admit`` checks: the key may use the model
-(``PermissionDenied``: PERMISSION_DENIED), the server's input caps
+valid, then passes the serving layer's admission, as on HTTP: the key may use
+the model (``PermissionDenied``: PERMISSION_DENIED), the server's input caps
 (INVALID_ARGUMENT), and the key's limits (``RateLimited``: RESOURCE_EXHAUSTED
 with ``retry-after``). The key's name and id go on the call's record, so the
 usage row and the key's token charge come out as on HTTP.
@@ -20,9 +20,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from ocak.server.admission import ModelRequest, check_input
+from ocak.protocol.record import RequestRecord
 from ocak.server.state import AppState
-from ocak.server.tracking import RequestRecord
 from ocak.store.keys import KeyInfo
 
 
@@ -45,11 +44,3 @@ def authenticate(state: AppState, token: str | None, record: RequestRecord) -> K
     if key is not None:
         record.key_name, record.key_id = key.name, key.id
     return key
-
-
-def admit(state: AppState, key: KeyInfo | None, body: ModelRequest) -> None:
-    """As HTTP's ``admit``: the key may use the model (403), the server's input caps
-    (400; a request without ``max_tokens`` gets the cap), the key's limits (429)."""
-    state.auth.permit(key, body.model)
-    check_input(state.settings, body)
-    state.auth.limit(key)

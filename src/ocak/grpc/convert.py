@@ -13,6 +13,7 @@ from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ValidationError
 
 from ocak.engines.base import Engine
+from ocak.gateway.router import Alias
 from ocak.grpc.v1 import ocak_pb2 as pb
 from ocak.protocol.generation import FinishReason, Usage
 from ocak.protocol.openai import ChatCompletionRequest, CompletionRequest
@@ -80,7 +81,11 @@ def finish_reason(reason: FinishReason) -> pb.FinishReason.ValueType:
     return FINISH_REASONS.get(reason, pb.FINISH_REASON_UNSPECIFIED)
 
 
-def model(engine: Engine) -> pb.Model:
+def model(found: Engine | Alias) -> pb.Model:
+    """A local engine, or an alias (engine ``alias``, state ``ready``: its targets are routed)."""
+    if isinstance(found, Alias):
+        return pb.Model(id=found.name, engine="alias", state="ready")
+    engine = found
     info = engine.info()
     out = pb.Model(
         id=info.id, engine=info.engine, state=engine.state, context_length=info.context_length

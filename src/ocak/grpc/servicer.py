@@ -20,26 +20,22 @@ import re
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
 from typing import Any
 
 import grpc
 from grpc import aio
 
 from ocak.errors import OcakError, Unavailable
-from ocak.gateway.generation import RoutedModel, served_backend
-from ocak.gateway.router import Served
 from ocak.grpc import convert
-from ocak.grpc.auth import admit, authenticate, bearer_token
+from ocak.grpc.auth import authenticate, bearer_token
 from ocak.grpc.status import status_code, trailers
 from ocak.grpc.v1 import ocak_pb2 as pb
-from ocak.protocol.generation import Finished, GenerationEvent, GenerationRequest, TextDelta
+from ocak.protocol.generation import Finished, GenerationEvent, TextDelta
 from ocak.protocol.openai import ChatCompletionRequest, CompletionRequest
-from ocak.server.proxy import gateway_of
-from ocak.server.state import AppState
-from ocak.server.streaming import prime
-from ocak.server.tracking import RequestRecord, run_sinks
-from ocak.store.keys import KeyInfo
+from ocak.protocol.record import RequestRecord, run_sinks
+from ocak.providers.base import Endpoint
+from ocak.server.state import AppState, serving_of
+from ocak.serving.context import CallContext
 
 log = logging.getLogger("ocak.grpc")
 
@@ -47,19 +43,6 @@ SERVICE = pb.DESCRIPTOR.services_by_name["Ocak"].full_name  # "ocak.v1.Ocak"
 Context = aio.ServicerContext[Any, Any]
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
 Events = AsyncIterator[GenerationEvent]
-
-
-@dataclass(slots=True)
-class Call:
-    """One call in progress: its record and the key it came with (None without keys)."""
-
-    record: RequestRecord
-    key: KeyInfo | None
-
-    @property
-    def local_only(self) -> bool:
-        """The call must not leave this machine: its key says so."""
-        return self.key is not None and self.key.locality == "local"
 
 
 class OcakServicer:
@@ -74,24 +57,22 @@ class OcakServicer:
 
     async def Generate(self, request: pb.GenerateRequest, context: Context) -> None:
         async with self._call(context, "Generate", request.model, stream=True) as call:
-            body = convert.completion_request(request)
-            self._admit(call, body)
             await self._stream(
                 context,
                 call,
-                body.to_generation_request(),
+                convert.completion_request(request),
+                "completions",
                 piece=lambda text: pb.GenerateResponse(text=text),
                 final=lambda reason, usage: pb.GenerateResponse(finish_reason=reason, usage=usage),
             )
 
     async def Chat(self, request: pb.ChatRequest, context: Context) -> None:
         async with self._call(context, "Chat", request.model, stream=True) as call:
-            body = convert.chat_request(request)
-            self._admit(call, body)
             await self._stream(
                 context,
                 call,
-                body.to_generation_request(),
+                convert.chat_request(request),
+                "chat",
                 piece=lambda text: pb.ChatResponse(content=text),
                 final=lambda reason, usage: pb.ChatResponse(finish_reason=reason, usage=usage),
             )
@@ -99,44 +80,30 @@ class OcakServicer:
     async def ListModels(
         self, request: pb.ListModelsRequest, context: Context
     ) -> pb.ListModelsResponse:
-        async with self._call(context, "ListModels", None, stream=False):
-            return pb.ListModelsResponse(models=[convert.model(e) for e in self.state.engines])
+        """What HTTP's ``GET /v1/models`` lists: aliases and engines, only a key's own."""
+        async with self._call(context, "ListModels", None, stream=False) as call:
+            found = serving_of(self.state).models(call.key)
+            return pb.ListModelsResponse(models=[convert.model(m) for m in found])
 
     # -- shared machinery -------------------------------------------------------
-
-    def _admit(self, call: Call, body: ChatCompletionRequest | CompletionRequest) -> None:
-        """As HTTP's ``admit``: the key may use the model, input caps, the key's limits."""
-        call.record.model = body.model
-        admit(self.state, call.key, body)
-
-    def _generate(self, call: Call, generation: GenerationRequest) -> Events:
-        """A local engine's events, or an alias's through the gateway's router (fallback,
-        breaker, local-only), as HTTP serves them."""
-        record = call.record
-        router = gateway_of(self.state).router
-        if router.resolve(generation.model).direct:  # NOT_FOUND for an unknown name
-            engine = self.state.engines.get(generation.model)
-            record.backend, record.locality = f"{engine.kind}:{engine.model_id}", "local"
-            return engine.generate(generation)
-
-        def served(result: Served[Any]) -> None:
-            record.backend, record.locality = served_backend(result, self.state.engines)
-
-        routed = RoutedModel(router, self.state.engines, generation.model)
-        return routed.generate(generation, local_only=call.local_only, on_served=served)
 
     async def _stream(
         self,
         context: Context,
-        call: Call,
-        generation: GenerationRequest,
+        call: CallContext,
+        body: ChatCompletionRequest | CompletionRequest,
+        endpoint: Endpoint,
         *,
         piece: Callable[[str], Any],
         final: Callable[[pb.FinishReason.ValueType, pb.Usage], Any],
     ) -> None:
-        """The one streaming path: prime (admission errors raise here), then write a message
-        per piece of text and a last one with the finish reason and usage."""
-        primed = await prime(self._generate(call, generation), call.record)
+        """Through the serving layer as HTTP is (admission, alias params, fallback), then a
+        message per piece of text and a last one with the finish reason and usage."""
+        serving = serving_of(self.state)
+        serving.admit(call, body)
+        body.stream = True  # a gRPC answer is always a stream
+        served = await serving.serve(call, body, endpoint)
+        primed = await serving.events(call, served.result)
         async for event in primed.events():
             if isinstance(event, TextDelta):
                 await context.write(piece(event.text))
@@ -147,7 +114,7 @@ class OcakServicer:
     @contextlib.asynccontextmanager
     async def _call(
         self, context: Context, method: str, model: str | None, *, stream: bool
-    ) -> AsyncIterator[Call]:
+    ) -> AsyncIterator[CallContext]:
         """Track one call: id, auth, record, error status, sinks; cancellation propagates."""
         metadata = tuple(context.invocation_metadata() or ())
         given = next((str(v) for k, v in metadata if k == "x-request-id"), "")
@@ -164,7 +131,7 @@ class OcakServicer:
             if self.closing:
                 raise Unavailable("The server is shutting down.", retry_after=1.0)
             key = authenticate(self.state, bearer_token(metadata), record)
-            yield Call(record, key)
+            yield CallContext(record, key)
         except OcakError as exc:
             if exc.status >= 500:
                 log.warning("gRPC %s failed: %s", method, exc.message)

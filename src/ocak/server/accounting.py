@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from ocak.protocol.record import RequestRecord
 from ocak.server.auth import Authenticator
-from ocak.server.tracking import RequestRecord
 from ocak.store.db import Database
 from ocak.store.usage import UsageRow, insert_usage
 

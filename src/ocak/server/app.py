@@ -21,11 +21,13 @@ from ocak import __version__
 from ocak.config import Settings
 from ocak.engines.registry import EngineRegistry
 from ocak.gateway.service import Gateway, build_gateway
+from ocak.protocol.record import Sink
 from ocak.server import errors, services
 from ocak.server.middleware import AssumeJson
 from ocak.server.routes import admin, characters, chat, completions, health, models
 from ocak.server.state import AppState
-from ocak.server.tracking import RequestTracking, Sink
+from ocak.server.tracking import RequestTracking
+from ocak.serving.service import ModelServing
 from ocak.store.db import Database
 
 log = logging.getLogger("ocak.server")
@@ -90,6 +92,7 @@ def create_app(
     app.add_middleware(AssumeJson)
     # Keys, limits, usage records, metrics, request log, body limit (issue 6).
     services.install(app, state, db)
+    state.serving = ModelServing(settings, state.auth, engines, gw.router)
     if state.metrics is not None:  # aliases are model names too, in the metrics' labels
         state.metrics.known = gw.knows
     # Outermost: sees every request, including ones other middleware refuse.

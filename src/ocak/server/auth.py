@@ -31,9 +31,9 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from ocak.config import ConfigError, Settings
 from ocak.errors import AuthenticationError, OcakError, PermissionDenied
+from ocak.protocol.record import RequestRecord
 from ocak.server.errors import error_response
 from ocak.server.limits import Limiter, budget_window_start
-from ocak.server.tracking import RequestRecord
 from ocak.store.db import Database
 from ocak.store.keys import KeyInfo, StoredKey, hash_key, stored_keys
 from ocak.store.usage import tokens_used

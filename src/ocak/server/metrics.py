@@ -18,8 +18,8 @@ from prometheus_client.registry import Collector
 
 from ocak.engines.registry import EngineRegistry
 from ocak.errors import Unavailable
+from ocak.protocol.record import RequestRecord
 from ocak.server.state import get_state
-from ocak.server.tracking import RequestRecord
 
 LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 40, 80, 160, 320)
 TTFT_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 40, 80)

@@ -17,7 +17,7 @@ from typing import Any, TextIO
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from ocak.server.tracking import RequestRecord
+from ocak.protocol.record import RequestRecord
 
 log = logging.getLogger("ocak.access")
 CONTENT_LIMIT = 16 * 1024

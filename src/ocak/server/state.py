@@ -9,13 +9,14 @@ from fastapi import Request
 
 from ocak.config import Settings
 from ocak.engines.registry import EngineRegistry
+from ocak.protocol.record import Sink
 from ocak.server.auth import Authenticator
-from ocak.server.tracking import Sink
 from ocak.store.db import Database
 
 if TYPE_CHECKING:
     from ocak.gateway.service import Gateway
     from ocak.server.metrics import Metrics
+    from ocak.serving.service import ModelServing
 
 
 @dataclass
@@ -32,9 +33,17 @@ class AppState:
     metrics: Metrics | None = None
     # Aliases, providers and the router over them and the engines (issue 5).
     gateway: Gateway | None = None
+    # The one entry for model requests (built by create_app once auth and gateway exist).
+    serving: ModelServing | None = None
     extras: dict[str, Any] = field(default_factory=dict)
 
 
 def get_state(request: Request) -> AppState:
     state: AppState = request.app.state.ocak
     return state
+
+
+def serving_of(state: AppState) -> ModelServing:
+    """The app's serving layer (every app built by create_app has one)."""
+    assert state.serving is not None, "the app was built without create_app"
+    return state.serving

@@ -16,84 +16,21 @@ import logging
 import re
 import time
 import uuid
-from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Any, Literal
 
 from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from ocak.protocol.record import RequestRecord, Sink, run_sinks
+
 log = logging.getLogger("ocak.requests")
 
-Status = Literal["completed", "failed", "cancelled", "rejected"]
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
 _DONE = b"data: [DONE]\n\n"
-
-
-@dataclass
-class RequestRecord:
-    """What a usage record, a metric and a log line need to know about one request."""
-
-    request_id: str
-    method: str
-    path: str
-    started_at: float = field(default_factory=time.time)
-    started: float = field(default_factory=time.monotonic)
-    key_name: str | None = None
-    key_id: int | None = None
-    model: str | None = None
-    backend: str | None = None
-    locality: str | None = None
-    stream: bool = False
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    first_token_at: float | None = None
-    ended: float | None = None
-    status: Status = "completed"
-    http_status: int = 200
-    error_code: str | None = None
-    finish_reason: str | None = None
-    # Request and response text, captured only when the operator logs content.
-    content: dict[str, Any] | None = None
-
-    @property
-    def is_api(self) -> bool:
-        """Model calls (the ones usage records are about)."""
-        return self.model is not None
-
-    @property
-    def ttft(self) -> float | None:
-        return None if self.first_token_at is None else self.first_token_at - self.started
-
-    @property
-    def duration(self) -> float:
-        return (self.ended or time.monotonic()) - self.started
-
-    def first_token(self) -> None:
-        if self.first_token_at is None:
-            self.first_token_at = time.monotonic()
-
-    def fail(self, http_status: int, code: str | None) -> None:
-        self.status = "rejected" if http_status < 500 and self.first_token_at is None else "failed"
-        self.http_status = http_status
-        self.error_code = code
-
-
-Sink = Callable[[RequestRecord], None]
 
 
 def get_record(request: Request) -> RequestRecord:
     record: RequestRecord = request.state.record
     return record
-
-
-def run_sinks(sinks: list[Sink], record: RequestRecord) -> None:
-    """Hand ``record`` to each sink; a broken sink must not break the response."""
-    for sink in sinks:
-        try:
-            sink(record)
-        except Exception:
-            log.exception("request record sink failed")
 
 
 class RequestTracking:

@@ -31,8 +31,8 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ocak.errors import OcakError, PermissionDenied, UnsupportedMediaType
+from ocak.protocol.record import RequestRecord
 from ocak.server.errors import error_response
-from ocak.server.tracking import RequestRecord
 
 BROWSER_BODY_TYPES = (
     "application/json",

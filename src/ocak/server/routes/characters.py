@@ -41,11 +41,11 @@ from ocak.characters.serving import gateway_resolver
 from ocak.characters.tavern import TavernCardV2
 from ocak.errors import NotFound, OcakError
 from ocak.protocol.openai import ErrorResponse
-from ocak.server.auth import get_key
-from ocak.server.proxy import gateway_of, wants_local
-from ocak.server.state import get_state
+from ocak.protocol.record import RequestRecord
+from ocak.server.proxy import http_context
+from ocak.server.state import get_state, serving_of
 from ocak.server.streaming import SSE_HEADERS, unless_disconnected
-from ocak.server.tracking import RequestRecord, get_record
+from ocak.server.tracking import get_record
 from ocak.store import characters as store
 
 router = APIRouter(tags=["characters"])
@@ -61,7 +61,7 @@ def get_service(request: Request) -> CharacterService:
     service = state.extras.get(SERVICE_KEY)
     if service is None:
         db = store.open_characters_db(state.settings.data_dir)
-        resolver = gateway_resolver(gateway_of(state).router, state.engines)
+        resolver = gateway_resolver(serving_of(state).router, state.engines)
         service = CharacterService(db, resolver, max_tokens_cap=state.settings.max_tokens_limit)
         state.extras[SERVICE_KEY] = service
     assert isinstance(service, CharacterService)
@@ -173,15 +173,12 @@ async def leave_session(session_id: str, character_id: str, request: Request) ->
 )
 async def post_message(session_id: str, body: MessageIn, request: Request) -> Any:
     """Say something (or post a game event) in a session; a character answers with a packet."""
-    state = get_state(request)
     record = get_record(request)
     record.stream = body.stream
-    key = get_key(request)
+    serving, ctx = serving_of(get_state(request)), http_context(request)
 
     def authorize(model: str) -> None:
-        record.model = model
-        state.auth.permit(key, model)
-        state.auth.limit(key)
+        serving.authorize(ctx, model)
 
     inp = TurnInput(
         text=body.text,
@@ -193,7 +190,7 @@ async def post_message(session_id: str, body: MessageIn, request: Request) -> An
         request_id=record.request_id,
     )
     turn = get_service(request).turn(
-        session_id, inp, authorize=authorize, local_only=wants_local(request)
+        session_id, inp, authorize=authorize, local_only=ctx.local_only
     )
     events = _tracked(turn, record)
     try:

@@ -8,6 +8,7 @@ from typing import Any
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import StreamingResponse
 
+from ocak.engines.stream import Primed, collect
 from ocak.errors import OcakError
 from ocak.protocol.generation import Finished, TextDelta, ToolCallDelta, Usage
 from ocak.protocol.openai import (
@@ -22,17 +23,9 @@ from ocak.protocol.openai import (
     new_id,
     now,
 )
-from ocak.server.admission import admit
-from ocak.server.proxy import dispatch, served_headers, upstream_response
-from ocak.server.streaming import (
-    DONE,
-    SSE_HEADERS,
-    Primed,
-    collect,
-    sse,
-    sse_error,
-    unless_disconnected,
-)
+from ocak.server.proxy import http_context, served_headers, upstream_response
+from ocak.server.state import get_state, serving_of
+from ocak.server.streaming import DONE, SSE_HEADERS, sse, sse_error, unless_disconnected
 from ocak.server.tracking import get_record
 
 router = APIRouter(tags=["chat"])
@@ -59,10 +52,11 @@ async def chat_completions(
     """Create a chat completion (OpenAI-compatible)."""
     record = get_record(request)
     record.model, record.stream = body.model, bool(body.stream)
-    admit(request, body)  # key may use the model (403), input caps (400), limits (429)
+    serving, ctx = serving_of(get_state(request)), http_context(request)
+    serving.admit(ctx, body)  # key may use the model (403), input caps (400), limits (429)
     # The gateway picks the target (an alias's, or the local engine of that id) and waits
     # for its first chunk; a remote target's answer passes through as it came.
-    served = await dispatch(request, body, "chat")
+    served = await serving.serve(ctx, body, "chat", raw=request.json)
     headers = served_headers(served)
     primed = served.result
     if not isinstance(primed, Primed):

@@ -8,6 +8,7 @@ from typing import Any
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import StreamingResponse
 
+from ocak.engines.stream import Primed, collect
 from ocak.errors import OcakError
 from ocak.protocol.generation import Finished, TextDelta
 from ocak.protocol.openai import (
@@ -17,18 +18,10 @@ from ocak.protocol.openai import (
     new_id,
     now,
 )
-from ocak.server.admission import admit
-from ocak.server.proxy import dispatch, served_headers, upstream_response
+from ocak.server.proxy import http_context, served_headers, upstream_response
 from ocak.server.routes.chat import ERRORS, usage_info
-from ocak.server.streaming import (
-    DONE,
-    SSE_HEADERS,
-    Primed,
-    collect,
-    sse,
-    sse_error,
-    unless_disconnected,
-)
+from ocak.server.state import get_state, serving_of
+from ocak.server.streaming import DONE, SSE_HEADERS, sse, sse_error, unless_disconnected
 from ocak.server.tracking import get_record
 
 router = APIRouter(tags=["completions"])
@@ -39,8 +32,9 @@ async def completions(body: CompletionRequest, request: Request, response: Respo
     """Create a text completion (OpenAI-compatible)."""
     record = get_record(request)
     record.model, record.stream = body.model, bool(body.stream)
-    admit(request, body)  # key may use the model (403), input caps (400), limits (429)
-    served = await dispatch(request, body, "completions")  # the gateway picks the target
+    serving, ctx = serving_of(get_state(request)), http_context(request)
+    serving.admit(ctx, body)  # key may use the model (403), input caps (400), limits (429)
+    served = await serving.serve(ctx, body, "completions", raw=request.json)
     headers = served_headers(served)
     primed = served.result
     if not isinstance(primed, Primed):

@@ -10,9 +10,8 @@ from ocak.gateway.router import Alias
 from ocak.protocol.openai import ModelCard, ModelList
 from ocak.providers.base import LOCALITY
 from ocak.server.auth import get_key
-from ocak.server.proxy import gateway_of
 from ocak.server.routes.chat import ERRORS
-from ocak.server.state import get_state
+from ocak.server.state import get_state, serving_of
 
 router = APIRouter(tags=["models"])
 
@@ -53,13 +52,10 @@ async def list_models(request: Request) -> ModelList:
     restricted to some models, only those."""
     state = get_state(request)
     created = int(state.started)
-    aliases = gateway_of(state).router.aliases
-    cards = [alias_card(a, created) for a in aliases.values()]
-    cards += [card(e, created) for e in state.engines if e.model_id not in aliases]
-    key = get_key(request)
-    if key is not None:
-        cards = [c for c in cards if key.allows(c.id)]
-    return ModelList(data=cards)
+    found = serving_of(state).models(get_key(request))
+    return ModelList(
+        data=[alias_card(m, created) if isinstance(m, Alias) else card(m, created) for m in found]
+    )
 
 
 @router.get("/v1/models/{model_id:path}", response_model=ModelCard, responses=ERRORS)
@@ -69,7 +65,7 @@ async def get_model(model_id: str, request: Request, response: Response) -> Mode
     state = get_state(request)
     state.auth.permit(get_key(request), model_id)  # 403 for a key restricted to others
     created = int(state.started)
-    alias = gateway_of(state).router.aliases.get(model_id)
+    alias = serving_of(state).router.aliases.get(model_id)
     if alias is not None:
         response.headers[LOCALITY] = "local" if alias.can_be_local() else "remote"
         return alias_card(alias, created)

@@ -1,26 +1,30 @@
-"""What every model call passes before it reaches an engine.
+"""What every model call passes before it reaches a target, on every transport.
 
-``admit(request, body)`` is the one call at the top of the model routes: the
-key may use the model (403), the request is within the server's input caps
-and its text is valid Unicode (400 naming the parameter), and the key is within its limits (429). A
-request that asks for no ``max_tokens`` gets the server's cap, when one is set.
+The key may use the model (403), the request is within the server's input caps
+and its text is valid Unicode (400 naming the parameter), and the key is within
+its limits (429). A request that asks for no ``max_tokens`` gets the server's
+cap, when one is set.
 """
 
 from __future__ import annotations
 
-from typing import Any
-
-from starlette.requests import Request
+from typing import Any, Protocol
 
 from ocak.config import Settings
 from ocak.errors import InvalidRequest
 from ocak.protocol.openai import ChatCompletionRequest, CompletionRequest
-from ocak.server.auth import get_key
-from ocak.server.state import get_state
-from ocak.server.tracking import get_record
+from ocak.serving.context import CallContext
 from ocak.store.keys import KeyInfo
 
 ModelRequest = ChatCompletionRequest | CompletionRequest
+
+
+class KeyChecks(Protocol):
+    """The key checks admission needs (``server.auth.Authenticator`` is one)."""
+
+    def permit(self, key: KeyInfo | None, model: str) -> None: ...
+
+    def limit(self, key: KeyInfo | None) -> None: ...
 
 
 def check_input(settings: Settings, body: ModelRequest) -> None:
@@ -69,14 +73,10 @@ def check_text(value: Any, path: str = "") -> None:
             check_text(item, f"{path}.[{i}]")
 
 
-def admit(request: Request, body: ModelRequest) -> KeyInfo | None:
-    """403, 400 or 429 before the engine; returns the request's key (None without keys)."""
-    state = get_state(request)
-    record = get_record(request)
-    record.model = body.model
-    key = get_key(request)
-    state.auth.permit(key, body.model)
-    check_input(state.settings, body)
+def admit(settings: Settings, keys: KeyChecks, ctx: CallContext, body: ModelRequest) -> None:
+    """403, 400 or 429 before any target is tried; the record learns the model first."""
+    ctx.record.model = body.model
+    keys.permit(ctx.key, body.model)
+    check_input(settings, body)
     check_text(body.model_dump(exclude_none=True))
-    state.auth.limit(key)
-    return key
+    keys.limit(ctx.key)

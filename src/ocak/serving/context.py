@@ -1,0 +1,22 @@
+"""What a model call carries besides its body: its record, its key, its locality demand."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ocak.protocol.record import RequestRecord
+from ocak.store.keys import KeyInfo
+
+
+@dataclass(slots=True)
+class CallContext:
+    """One call in progress, as every transport describes it to the serving layer."""
+
+    record: RequestRecord
+    key: KeyInfo | None = None
+    asked_local: bool = False  # the caller (another ocak) demands local serving
+
+    @property
+    def local_only(self) -> bool:
+        """The call must not leave this machine: its key says so, or its caller asks."""
+        return self.asked_local or (self.key is not None and self.key.locality == "local")

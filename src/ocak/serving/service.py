@@ -1,0 +1,143 @@
+"""``ModelServing``: admission, routing, alias params and the record, once for every edge.
+
+``serve`` runs the router with one attempt per target: for a local engine, the
+body gets the target's engine id and the alias's params where the client set
+none, is planned (tools, structured output) and primed; for a provider, the
+client's own JSON (HTTP passes what it received; gRPC, what its client set) gets
+the same params the same way and goes upstream. Either way the first chunk has
+arrived before the edge answers, so a failure up to then falls back to the next
+target, and the record says which backend served it and where it ran.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from ocak.config import Settings
+from ocak.engines.base import Engine
+from ocak.engines.registry import EngineRegistry
+from ocak.engines.stream import Primed, prime
+from ocak.gateway.generation import remote_events
+from ocak.gateway.router import Alias, Router, Served, Target
+from ocak.protocol.openai import ChatCompletionRequest, CompletionRequest
+from ocak.providers.base import Call, Endpoint, Locality, Upstream, UpstreamReply
+from ocak.providers.errors import TargetCannot
+from ocak.serving.admission import KeyChecks, ModelRequest, admit
+from ocak.serving.context import CallContext
+from ocak.store.keys import KeyInfo
+from ocak.structured.chat import ChatPlan
+
+RawBody = Callable[[], Awaitable[dict[str, Any]]]
+
+
+def target_params(body: ModelRequest, target: Target) -> dict[str, Any]:
+    """The target's (alias's) params for the fields the client did not set."""
+    extra = body.model_extra or {}
+    return {
+        k: v for k, v in target.params.items() if k not in body.model_fields_set and k not in extra
+    }
+
+
+def local_body(body: ModelRequest, target: Target) -> ModelRequest:
+    """The request for the target's engine: its model id, and the alias's params."""
+    assert target.engine is not None
+    params = target_params(body, target)
+    if not params:
+        return body.model_copy(update={"model": target.engine})
+    data = body.model_dump(exclude_unset=True)
+    data.update(params, model=target.engine)
+    return type(body).model_validate(data)
+
+
+def remote_payload(raw: dict[str, Any], body: ModelRequest, target: Target) -> dict[str, Any]:
+    """The client's JSON, with the server's max_tokens cap and the alias's params."""
+    payload = dict(raw)
+    if (
+        body.max_tokens is not None
+        and "max_tokens" not in payload
+        and "max_completion_tokens" not in payload
+    ):
+        payload["max_tokens"] = body.max_tokens  # the server's default cap (admission)
+    for k, v in target_params(body, target).items():
+        payload.setdefault(k, v)
+    return payload
+
+
+def backend_of(engine: Engine) -> str:
+    """How usage records name a local engine: ``llama.cpp:default``."""
+    return f"{engine.kind}:{engine.model_id}"
+
+
+class ModelServing:
+    """The one entry for model requests (see the module doc)."""
+
+    def __init__(
+        self, settings: Settings, keys: KeyChecks, engines: EngineRegistry, router: Router
+    ) -> None:
+        self.settings = settings
+        self.keys = keys
+        self.engines = engines
+        self.router = router
+
+    def admit(self, ctx: CallContext, body: ModelRequest) -> None:
+        """Key permission, input caps, valid Unicode, limits: 403, 400, 429."""
+        admit(self.settings, self.keys, ctx, body)
+
+    def authorize(self, ctx: CallContext, model: str) -> None:
+        """For calls whose body is not OpenAI's (character turns): permission and limits."""
+        ctx.record.model = model
+        self.keys.permit(ctx.key, model)
+        self.keys.limit(ctx.key)
+
+    async def serve(
+        self, ctx: CallContext, body: ModelRequest, endpoint: Endpoint, raw: RawBody | None = None
+    ) -> Served[Primed | Upstream]:
+        """Serve an admitted ``body`` with the first target that answers."""
+        record = ctx.record
+        record.stream = bool(body.stream)
+        client_json: dict[str, Any] | None = None
+
+        async def attempt(target: Target) -> tuple[Primed | Upstream, Locality]:
+            nonlocal client_json
+            if target.engine is not None:
+                engine = self.engines.get(target.engine)
+                record.backend, record.locality = backend_of(engine), "local"
+                mine = local_body(body, target)
+                plan = mine.plan() if isinstance(mine, ChatCompletionRequest) else None
+                if plan is None:
+                    assert isinstance(mine, CompletionRequest)
+                    plan = ChatPlan(mine.to_generation_request())
+                return await prime(plan.wrap(engine.generate(plan.request)), record), "local"
+            assert target.provider is not None and target.model is not None
+            record.backend, record.locality = target.name, None
+            if client_json is None:
+                client_json = await raw() if raw else body.model_dump(exclude_unset=True)
+            payload = remote_payload(client_json, body, target)
+            call = Call(payload, endpoint, bool(body.stream), target.timeouts, ctx.local_only)
+            reason = target.provider.unsupported(call)
+            if reason is not None:
+                raise TargetCannot(reason)
+            upstream = await target.provider.send(target.model, call)
+            return upstream, upstream.locality
+
+        served = await self.router.run(body.model, attempt, local_only=ctx.local_only)
+        record.locality = served.locality
+        return served
+
+    async def events(self, ctx: CallContext, result: Primed | Upstream) -> Primed:
+        """A served result as engine events, for edges that do not pass upstream JSON on."""
+        if isinstance(result, Primed):
+            return result
+        if isinstance(result, UpstreamReply):  # pragma: no cover - edges ask for streams
+            raise TargetCannot("the provider answered a stream request with one reply")
+        return await prime(remote_events(result), ctx.record)
+
+    def models(self, key: KeyInfo | None) -> list[Alias | Engine]:
+        """What this server answers for: aliases, then local engines; only a key's own."""
+        aliases = self.router.aliases
+        found: list[Alias | Engine] = list(aliases.values())
+        found += [e for e in self.engines if e.model_id not in aliases]
+        if key is not None:
+            found = [m for m in found if key.allows(m.name if isinstance(m, Alias) else m.model_id)]
+        return found
