@@ -67,12 +67,13 @@ test: dev chromium $(AUTOGEN_VENV)/.installed
 proto: dev
 	$(BIN)/python proto/generate.py
 
-# ruff, ruff format and mypy strict; CI runs this before the tests.
+# ruff, ruff format, mypy strict and the layer contract; CI runs this before the tests.
 lint: dev
 	$(BIN)/ruff check src tests bench scripts
 	$(BIN)/ruff format --check src tests bench scripts
 	$(BIN)/mypy
 	MYPYPATH=src $(BIN)/mypy --strict scripts
+	$(BIN)/lint-imports
 
 bench: dev
 	$(BIN)/pip install --quiet -e '.[dev,bench]'

@@ -17,14 +17,14 @@ import httpx
 
 from keys_helpers import create_key as cli_create_key
 from keys_helpers import ocak
+from ocak.characters import store
+from ocak.characters.players import player_data
 from ocak.config import Settings
 from ocak.engines.fake import FakeEngine
 from ocak.engines.registry import EngineRegistry
 from ocak.server.app import create_app
-from ocak.store import characters as store
 from ocak.store.db import open_database
 from ocak.store.keys import create_key, stored_keys
-from ocak.store.players import player_data
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples" / "characters"
 PACKET = json.dumps(

@@ -16,6 +16,7 @@ from typing import Any
 import httpx
 import pytest
 
+from ocak.characters import store
 from ocak.characters.api import TurnOut
 from ocak.characters.cards import load_card
 from ocak.characters.events import (
@@ -37,7 +38,6 @@ from ocak.engines.registry import EngineRegistry
 from ocak.errors import InvalidRequest
 from ocak.protocol.generation import GenerationRequest
 from ocak.server.app import create_app
-from ocak.store import characters as store
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples" / "characters"
 

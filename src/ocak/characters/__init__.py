@@ -7,5 +7,5 @@ prefix (``prompt``), with lorebook entries (``lorebook``), recalled memories
 (``memory``) and the relationship (``relationship``) at the end, and asks the
 serving model for a packet constrained to the card's schema (``packet``);
 stage directions are moved out of the spoken text (``directions``). Sessions,
-turns and memories persist in SQLite (``ocak.store.characters``).
+turns and memories persist in SQLite (``ocak.characters.store``).
 """

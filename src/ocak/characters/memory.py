@@ -12,13 +12,13 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 
 from ocak.characters import prompt as P
+from ocak.characters import store
 from ocak.characters.cards import Character
 from ocak.characters.events import Generated
 from ocak.characters.lorebook import activate
 from ocak.characters.serving import ServingModel
 from ocak.characters.settings import CharacterSettings
 from ocak.protocol.generation import Finished, GenerationRequest, TextDelta
-from ocak.store import characters as store
 from ocak.store.db import Database
 
 

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ocak.characters import prompt as P
+from ocak.characters import store
 from ocak.characters.api import (
     ActionOut,
     EmotionOut,
@@ -67,7 +68,6 @@ from ocak.protocol.generation import (
     GenerationRequest,
     TextDelta,
 )
-from ocak.store import characters as store
 from ocak.store.db import Database
 
 ATTEMPTS = 2  # one try and one retry

@@ -19,11 +19,11 @@ import yaml
 from rich.console import Console
 from rich.table import Table
 
+from ocak.characters import store
 from ocak.characters.cards import load_card
 from ocak.cli.common import err_console, fail, fail_on
 from ocak.config import Settings
 from ocak.errors import OcakError
-from ocak.store import characters as store
 from ocak.store.db import Database
 
 app = typer.Typer(help="Manage characters (NPC cards) and chat with them.", no_args_is_help=True)

@@ -6,10 +6,10 @@ from pathlib import Path
 
 import typer
 
+from ocak.characters.players import delete_player, describe, player_data
 from ocak.cli.characters import open_store
 from ocak.cli.common import err_console, fail_on
 from ocak.errors import OcakError
-from ocak.store.players import delete_player, describe, player_data
 
 app = typer.Typer(help="A player's data: show it, delete it.", no_args_is_help=True)
 

@@ -9,15 +9,12 @@ from __future__ import annotations
 
 import time
 import uuid
-from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from ocak.errors import InvalidRequest, UnsupportedParameter
 from ocak.protocol.generation import GenerationRequest, Message
-
-if TYPE_CHECKING:
-    from ocak.structured.chat import ChatPlan
 
 MAX_STOP_SEQUENCES = 16
 
@@ -177,26 +174,15 @@ class ChatCompletionRequest(_SamplingFields):
         "web_search_options": (None,),
     }
 
-    def to_generation_request(self) -> GenerationRequest:
-        """The engine request, with tools and response_format folded in."""
-        return self.plan().request
-
-    def plan(self) -> ChatPlan:
-        """The engine request plus how to read its output (tool calls, JSON)."""
-        from ocak.structured.chat import plan_chat
-
+    def generation_request(self) -> GenerationRequest:
+        """The engine request for the messages and sampling; ``structured.chat.plan_body``
+        folds ``tools`` and ``response_format`` in."""
         self._refuse_unsupported(self.UNSUPPORTED)
         self._check_n()
-        request = GenerationRequest(
+        return GenerationRequest(
             messages=[m.to_message(i) for i, m in enumerate(self.messages)],
             max_tokens=self.max_completion_tokens or self.max_tokens,
             **self._sampling(),
-        )
-        return plan_chat(
-            request,
-            tools=self.tools,
-            tool_choice=self.tool_choice,
-            response_format=self.response_format,
         )
 
 

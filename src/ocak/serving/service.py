@@ -20,13 +20,13 @@ from ocak.engines.registry import EngineRegistry
 from ocak.engines.stream import Primed, prime
 from ocak.gateway.generation import remote_events
 from ocak.gateway.router import Alias, Router, Served, Target
-from ocak.protocol.openai import ChatCompletionRequest, CompletionRequest
+from ocak.protocol.openai import ChatCompletionRequest
 from ocak.providers.base import Call, Endpoint, Locality, Upstream, UpstreamReply
 from ocak.providers.errors import TargetCannot
 from ocak.serving.admission import KeyChecks, ModelRequest, admit
 from ocak.serving.context import CallContext
 from ocak.store.keys import KeyInfo
-from ocak.structured.chat import ChatPlan
+from ocak.structured.chat import ChatPlan, plan_body
 
 RawBody = Callable[[], Awaitable[dict[str, Any]]]
 
@@ -104,9 +104,9 @@ class ModelServing:
                 engine = self.engines.get(target.engine)
                 record.backend, record.locality = backend_of(engine), "local"
                 mine = local_body(body, target)
-                plan = mine.plan() if isinstance(mine, ChatCompletionRequest) else None
-                if plan is None:
-                    assert isinstance(mine, CompletionRequest)
+                if isinstance(mine, ChatCompletionRequest):
+                    plan = plan_body(mine)
+                else:
                     plan = ChatPlan(mine.to_generation_request())
                 return await prime(plan.wrap(engine.generate(plan.request)), record), "local"
             assert target.provider is not None and target.model is not None

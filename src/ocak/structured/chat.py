@@ -8,6 +8,7 @@ from typing import Any
 
 from ocak.errors import InvalidRequest
 from ocak.protocol.generation import Constraint, GenerationEvent, GenerationRequest
+from ocak.protocol.openai import ChatCompletionRequest
 from ocak.structured.grammar import compile_constraint
 from ocak.structured.tools import (
     ToolPlan,
@@ -52,6 +53,16 @@ def response_constraint(response_format: Any) -> Constraint | None:
     raise InvalidRequest(
         f"response_format type '{kind}' is not supported (text, json_object, json_schema).",
         param="response_format.type",
+    )
+
+
+def plan_body(body: ChatCompletionRequest) -> ChatPlan:
+    """A chat body's engine request plus how to read its output (tool calls, JSON)."""
+    return plan_chat(
+        body.generation_request(),
+        tools=body.tools,
+        tool_choice=body.tool_choice,
+        response_format=body.response_format,
     )
 
 

@@ -13,6 +13,7 @@ from typing import Any
 from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel, ConfigDict, Field
 
+from ocak.characters.players import delete_player
 from ocak.errors import Unavailable
 from ocak.protocol.openai import ErrorResponse
 from ocak.server.auth import require_admin
@@ -20,7 +21,6 @@ from ocak.server.routes.characters import get_service
 from ocak.server.state import get_state
 from ocak.store.db import Database
 from ocak.store.keys import KeyInfo, create_key, list_keys, revoke_key
-from ocak.store.players import delete_player
 
 router = APIRouter(tags=["admin"], dependencies=[Depends(require_admin)])
 ERRORS: dict[int | str, dict[str, Any]] = {

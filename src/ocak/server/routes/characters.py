@@ -16,6 +16,7 @@ from typing import Any
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import StreamingResponse
 
+from ocak.characters import store
 from ocak.characters.api import (
     CharacterList,
     CreateSession,
@@ -46,7 +47,6 @@ from ocak.server.proxy import http_context
 from ocak.server.state import get_state, serving_of
 from ocak.server.streaming import SSE_HEADERS, unless_disconnected
 from ocak.server.tracking import get_record
-from ocak.store import characters as store
 
 router = APIRouter(tags=["characters"])
 
