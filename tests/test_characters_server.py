@@ -73,8 +73,9 @@ LINES = [
 
 
 def post(http: httpx.Client, path: str, body: dict[str, Any]) -> dict[str, Any]:
+    """POST and check the status the API declares: 200 for a turn, 201 for what it creates."""
     r = http.post(path, json=body)
-    assert r.status_code in (200, 201), r.text
+    assert r.status_code == (200 if path.endswith("/messages") else 201), r.text
     data: dict[str, Any] = r.json()
     return data
 
@@ -212,7 +213,9 @@ def test_memory_survives_restart_and_kill_9_loses_no_acknowledged_turn(tmp_path:
                 for i in range(4)
             ]
             stop = threading.Event()
+            killed = threading.Event()
             lock = threading.Lock()
+            problems: list[str] = []
 
             def talk(k: int) -> None:
                 s = sessions[k]
@@ -224,8 +227,16 @@ def test_memory_survives_restart_and_kill_9_loses_no_acknowledged_turn(tmp_path:
                             turn, _ = stream_turn(http, s, body)
                         else:
                             turn = post(http, f"/v1/sessions/{s}/messages", body)
-                    except (httpx.HTTPError, AssertionError, IndexError, json.JSONDecodeError):
-                        return  # the server died under us: this turn was never acknowledged
+                    except (
+                        httpx.HTTPError,
+                        AssertionError,
+                        IndexError,
+                        json.JSONDecodeError,
+                    ) as exc:
+                        if not killed.is_set():  # before the kill, any of these is a failure
+                            with lock:
+                                problems.append(f"session {s} turn {n}: {exc!r}")
+                        return  # after it: the server died under us, nothing acknowledged
                     with lock:
                         acked.append((s, turn["seq"], turn["text"]))
                     n += 1
@@ -237,12 +248,14 @@ def test_memory_survives_restart_and_kill_9_loses_no_acknowledged_turn(tmp_path:
             while len(acked) < 6 and time.monotonic() < deadline:
                 time.sleep(0.2)
             time.sleep(1.0)  # turns are in flight now
+            killed.set()
             proc.proc.send_signal(signal.SIGKILL)
             proc.proc.wait()
             stop.set()
             for t in threads:
                 t.join(timeout=60)
         assert len(acked) >= 6
+        assert problems == []
     finally:
         proc.stop()
 

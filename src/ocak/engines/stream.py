@@ -50,6 +50,9 @@ class Primed:
         if record is not None:
             if isinstance(event, TextDelta | ToolCallDelta):
                 record.first_token()
+                # Each delta is at least one token: a stream the client leaves is still
+                # charged what it was sent (Finished replaces this with the exact count).
+                record.completion_tokens += 1
             elif isinstance(event, Finished):
                 record.first_token()
                 record.prompt_tokens = event.usage.prompt_tokens
