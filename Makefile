@@ -12,7 +12,7 @@ BIN := $(VENV)/bin
 export CMAKE_ARGS ?= -DLLAMA_BUILD_TOOLS=OFF -DLLAMA_BUILD_SERVER=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_CURL=OFF
 ARGS ?=
 
-.PHONY: serve test install llama chromium dev lint typecheck bench clean proto
+.PHONY: serve test test-fast install llama chromium dev lint typecheck bench clean proto
 
 $(BIN)/python:
 	@[ -n "$(PYTHON)" ] || { echo "error: ocak needs Python 3.11 or newer and none was found on PATH (install it, or set PYTHON=/path/to/python3.11)"; exit 1; }
@@ -61,6 +61,10 @@ chromium:
 # The whole suite. pytest exits 5 when no test was collected: not a failure here.
 test: dev chromium $(AUTOGEN_VENV)/.installed
 	$(BIN)/python -m pytest $(ARGS); rc=$$?; if [ $$rc -eq 5 ]; then exit 0; fi; exit $$rc
+
+# The unit lane (tests/unit: pure logic, the fake engine, in-process apps): under a minute.
+test-fast: dev
+	$(BIN)/python -m pytest tests/unit -q $(ARGS); rc=$$?; if [ $$rc -eq 5 ]; then exit 0; fi; exit $$rc
 
 # Regenerate the gRPC code (src/ocak/grpc/v1) from proto/; commit the result.
 # tests/test_grpc_codegen.py fails when the committed code no longer matches.

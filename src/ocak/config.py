@@ -162,7 +162,12 @@ class Settings(BaseSettings):
         """Settings from an optional YAML file, the environment and explicit overrides."""
         file_values: dict[str, Any] = read_yaml(path) if path else {}
         lines = yaml_lines(path) if path else {}
-        env_values = cls().model_dump(exclude_unset=True)
+        try:
+            env_values = cls().model_dump(exclude_unset=True)
+        except ValidationError as exc:  # an OCAK_* variable with a bad value
+            raise ConfigError(
+                "in the environment (OCAK_* variables): " + describe_validation_error(exc, None)
+            ) from exc
         merged = {**file_values, **env_values}
         merged.update({k: v for k, v in overrides.items() if v is not None})
         try:

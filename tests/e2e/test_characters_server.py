@@ -23,10 +23,11 @@ import pytest
 from helpers import ServerProcess
 from ocak.characters.api import TurnOut
 from ocak.characters.tavern import png_with_card
+from paths import EXAMPLES as PROJECT_EXAMPLES
 
 pytestmark = pytest.mark.slow
 
-EXAMPLES = Path(__file__).resolve().parent.parent / "examples" / "characters"
+EXAMPLES = PROJECT_EXAMPLES / "characters"
 SERVER_ARGS = ["--parallel", "8", "--ctx-size", "2048"]
 TIMEOUT = 600.0
 

@@ -38,8 +38,9 @@ from ocak.engines.registry import EngineRegistry
 from ocak.errors import InvalidRequest
 from ocak.protocol.generation import GenerationRequest
 from ocak.server.app import create_app
+from paths import EXAMPLES as PROJECT_EXAMPLES
 
-EXAMPLES = Path(__file__).resolve().parent.parent / "examples" / "characters"
+EXAMPLES = PROJECT_EXAMPLES / "characters"
 
 
 def wire(text: str = "Aye.", **over: Any) -> str:

@@ -13,15 +13,14 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-from pathlib import Path
 from typing import Any
 
 import jsonschema
 import pytest
 
 from helpers import ServerProcess
+from paths import ROOT
 
-ROOT = Path(__file__).resolve().parent.parent
 PYTHON = ROOT / ".venv-autogen" / "bin" / "python"
 
 

@@ -67,3 +67,22 @@ def test_available_lists_default_and_store(tmp_path: Path) -> None:
     (tmp_path / ".partial-conversion").mkdir()
     ids = [m.id for m in available(tmp_path)]
     assert ids == ["default", "a"]
+
+
+def test_engine_settings_from_the_environment_are_validated(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """OCAK_DEVICE and the CTranslate2 knobs were raw environment reads that fell back
+    silently; now a bad value stops start-up naming the value and the choices."""
+    monkeypatch.setenv("OCAK_DEVICE", "gpu")
+    with pytest.raises(ConfigError) as info:
+        Settings.load()
+    assert "device" in info.value.message and "'auto', 'cpu' or 'cuda'" in info.value.message
+    monkeypatch.setenv("OCAK_DEVICE", "cpu")
+    monkeypatch.setenv("OCAK_CT2_WORKERS", "0")
+    with pytest.raises(ConfigError, match="ct2_workers"):
+        Settings.load()
+    monkeypatch.setenv("OCAK_CT2_WORKERS", "2")
+    monkeypatch.setenv("OCAK_CT2_BATCHING", "similar")
+    s = Settings.load()
+    assert (s.device, s.ct2_workers, s.ct2_batching) == ("cpu", 2, "similar")

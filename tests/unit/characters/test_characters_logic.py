@@ -7,7 +7,6 @@ import json
 import random
 import struct
 import zlib
-from pathlib import Path
 from typing import Any
 
 import llguidance as llg
@@ -26,8 +25,9 @@ from ocak.characters.relationship import RelationshipState, label
 from ocak.characters.tavern import PNG_SIGNATURE, png_with_card, read_png_card
 from ocak.characters.turns import choose_speaker
 from ocak.errors import InvalidRequest
+from paths import EXAMPLES as PROJECT_EXAMPLES
 
-EXAMPLES = Path(__file__).resolve().parent.parent / "examples" / "characters"
+EXAMPLES = PROJECT_EXAMPLES / "characters"
 
 
 def words(text: str) -> int:

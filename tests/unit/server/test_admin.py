@@ -1,8 +1,7 @@
 """The administrator scope, key management over HTTP, and deleting a player's data.
 
 In-process on the scripted fake engine with real SQLite files (the keys store and
-the characters store); ``ocak keys create --admin`` and ``ocak data rm`` run as a
-user runs them.
+the characters store).
 """
 
 from __future__ import annotations
@@ -15,18 +14,18 @@ from pathlib import Path
 
 import httpx
 
-from keys_helpers import create_key as cli_create_key
-from keys_helpers import ocak
 from ocak.characters import store
-from ocak.characters.players import player_data
 from ocak.config import Settings
 from ocak.engines.fake import FakeEngine
 from ocak.engines.registry import EngineRegistry
 from ocak.server.app import create_app
 from ocak.store.db import open_database
 from ocak.store.keys import create_key, stored_keys
+from paths import EXAMPLES as PROJECT_EXAMPLES
 
-EXAMPLES = Path(__file__).resolve().parent.parent / "examples" / "characters"
+EXAMPLES = PROJECT_EXAMPLES / "characters"
+
+
 PACKET = json.dumps(
     {
         "text": "Aye, {word}.",
@@ -36,6 +35,8 @@ PACKET = json.dumps(
         "relationship": {"trust": 1, "respect": 0, "familiarity": 1},
     }
 )
+
+
 Check = Callable[[httpx.AsyncClient], Awaitable[None]]
 
 
@@ -57,9 +58,6 @@ def run(tmp_path: Path, check: Check, *, client: tuple[str, int] = ("127.0.0.1",
 
 def bearer(key: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {key}"}
-
-
-# -- the administrator scope ----------------------------------------------------------
 
 
 def test_without_keys_admin_routes_answer_loopback_clients_only(tmp_path: Path) -> None:
@@ -134,17 +132,6 @@ def test_a_version_2_store_gains_the_scope_and_its_keys_are_not_administrators(
         key.info.name == "old" and key.info.admin is False and key.hash == bytes.fromhex("ab" * 32)
     )
     db.close()
-
-
-def test_ocak_keys_create_admin(tmp_path: Path) -> None:
-    cli_create_key(tmp_path, "ops", "--admin")
-    cli_create_key(tmp_path, "game")
-    listed = ocak(tmp_path, "keys", "list").stdout
-    rows = {line.split("│")[1].strip(): line for line in listed.splitlines() if "ocak-" in line}
-    assert "admin" in rows["ops"] and "admin" not in rows["game"]
-
-
-# -- a player's data ------------------------------------------------------------------
 
 
 def characters_rows(data_dir: Path, player: str, sessions: list[str]) -> dict[str, int]:
@@ -238,22 +225,3 @@ def test_a_players_data_is_deleted_from_every_table_and_no_one_elses(tmp_path: P
         )
     finally:
         conn.close()
-
-
-def test_ocak_data_rm_says_what_it_removed(tmp_path: Path) -> None:
-    async def setup(c: httpx.AsyncClient) -> None:
-        await c.post("/v1/characters/import", content=(EXAMPLES / "bram.yaml").read_bytes())
-        await play(c, "player-7", "hello")
-
-    run(tmp_path, setup)
-    shown = ocak(tmp_path, "data", "show", "--player", "player-7").stdout
-    assert "1 sessions" in shown and "turns (the transcript)" in shown
-    out = ocak(tmp_path, "data", "rm", "--player", "player-7")
-    assert "Deleted player 'player-7': 1 sessions" in out.stderr
-    db = store.open_characters_db(tmp_path)
-    try:
-        assert not any(player_data(db, "player-7").values())
-    finally:
-        db.close()
-    nothing = ocak(tmp_path, "data", "rm", "--player", "player-7")
-    assert "nothing (no data about this player)" in nothing.stderr
