@@ -4,6 +4,7 @@ and no keys means no listening beyond loopback."""
 from __future__ import annotations
 
 import signal
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -179,3 +180,27 @@ def test_prefill_chunk_flag_sets_the_unit_of_prefix_reuse(tmp_path: Path) -> Non
     # (the default, 128, would reuse fewer of these ~180 tokens).
     assert cached[1] == (prompt_tokens - 1) // 32 * 32
     assert cached[1] % 128 != 0
+
+
+def test_sigterm_checkpoints_the_characters_store_into_its_file(tmp_path: Path) -> None:
+    """The character service's database was never closed: its WAL outlived the server."""
+    from paths import EXAMPLES
+
+    server = ServerProcess(["--parallel", "1"], env={"OCAK_DATA_DIR": str(tmp_path)})
+    try:
+        server.wait_ready()
+        card = (EXAMPLES / "characters" / "bram.yaml").read_bytes()
+        r = httpx.post(f"{server.url}/v1/characters/import", content=card, timeout=30)
+        assert r.status_code == 201, r.text
+        body = {"player_id": "p1", "characters": ["bram"], "greet": False}
+        assert httpx.post(f"{server.url}/v1/sessions", json=body, timeout=30).status_code == 201
+        assert (tmp_path / "characters.db-wal").stat().st_size > 0  # the session is in the WAL
+    finally:
+        assert server.stop() == 0
+    wal = tmp_path / "characters.db-wal"
+    assert not wal.exists() or wal.stat().st_size == 0
+    conn = sqlite3.connect(f"file:{tmp_path / 'characters.db'}?mode=ro", uri=True)
+    try:  # the main file alone holds the session now
+        assert conn.execute("SELECT player_id FROM sessions").fetchall() == [("p1",)]
+    finally:
+        conn.close()

@@ -25,6 +25,7 @@ from ocak.protocol.record import Sink
 from ocak.server import errors, services
 from ocak.server.middleware import AssumeJson
 from ocak.server.routes import admin, characters, chat, completions, health, models
+from ocak.server.routes.characters import close_characters
 from ocak.server.state import AppState
 from ocak.server.tracking import RequestTracking
 from ocak.serving.service import ModelServing
@@ -80,6 +81,7 @@ def create_app(
                 await grpc.stop()  # its streams end before the engines close
             await engines.close_all()
             await gw.close()  # the providers' shared HTTP client
+            close_characters(state)  # checkpoints characters.db's WAL into the file
 
     app = FastAPI(
         title="ocak",

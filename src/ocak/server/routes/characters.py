@@ -44,7 +44,7 @@ from ocak.errors import NotFound, OcakError
 from ocak.protocol.openai import ErrorResponse
 from ocak.protocol.record import RequestRecord
 from ocak.server.proxy import http_context
-from ocak.server.state import get_state, serving_of
+from ocak.server.state import AppState, get_state, serving_of
 from ocak.server.streaming import SSE_HEADERS, unless_disconnected
 from ocak.server.tracking import get_record
 
@@ -66,6 +66,13 @@ def get_service(request: Request) -> CharacterService:
         state.extras[SERVICE_KEY] = service
     assert isinstance(service, CharacterService)
     return service
+
+
+def close_characters(state: AppState) -> None:
+    """Close the character service's database at shutdown (it was never closed before)."""
+    service = state.extras.pop(SERVICE_KEY, None)
+    if isinstance(service, CharacterService):
+        service.db.close()
 
 
 # -- cards -------------------------------------------------------------------------
