@@ -7,7 +7,7 @@ import logging
 from ocak.config import Settings
 from ocak.engines.base import Engine
 from ocak.engines.registry import EngineRegistry
-from ocak.errors import OcakError
+from ocak.errors import ModelNotFound, OcakError
 from ocak.models.store import ModelSpec, resolve
 
 log = logging.getLogger("ocak.engines")
@@ -47,13 +47,15 @@ def build_registry(settings: Settings) -> tuple[EngineRegistry, list[str]]:
         try:
             spec = resolve(raw, settings.model_dir)
             registry.add(engine_for(spec, settings))
+        except ModelNotFound:
+            message = (
+                f"model '{raw}' not found: it is not 'default', not a file, and not "
+                f"a model in the store ({settings.model_dir})"
+            )
         except (OcakError, ValueError) as exc:
             message = exc.message if isinstance(exc, OcakError) else str(exc)
-            if message.startswith("The model '"):
-                message = (
-                    f"model '{raw}' not found: it is not 'default', not a file, and not "
-                    f"a model in the store ({settings.model_dir})"
-                )
-            problems.append(message)
-            log.error("%s", message)
+        else:
+            continue
+        problems.append(message)
+        log.error("%s", message)
     return registry, problems
