@@ -40,6 +40,26 @@ class ConfigError(InvalidRequest):
     """A settings file or value that does not validate; the message names the field."""
 
 
+class CharacterSettings(BaseSettings):
+    """The character engine's knobs: ``characters:`` in the YAML, ``OCAK_CHARACTERS_*`` in
+    the environment."""
+
+    model_config = SettingsConfigDict(env_prefix="OCAK_CHARACTERS_", extra="ignore")
+
+    history_budget: int = Field(
+        600,
+        ge=50,
+        le=100_000,
+        description="Tokens of verbatim history a character keeps in its prompt; past it, "
+        "older turns are summarized into its memory.",
+    )
+    summary_tokens: int = Field(160, ge=16, le=2048, description="Longest summary, in tokens.")
+    recall_limit: int = Field(3, ge=0, le=20, description="Memories recalled into each prompt.")
+    lore_budget: int = Field(
+        512, ge=0, le=8192, description="Most lorebook tokens per turn (cards may ask for less)."
+    )
+
+
 class Settings(BaseSettings):
     """Settings of one ocak server process."""
 
@@ -123,6 +143,10 @@ class Settings(BaseSettings):
     )
     tls_cert: Path | None = Field(None, description="TLS certificate (PEM): serve HTTPS.")
     tls_key: Path | None = Field(None, description="TLS private key (PEM) for tls_cert.")
+    characters: CharacterSettings = Field(
+        default_factory=CharacterSettings,
+        description="The character engine: history budget, summaries, recall, lore.",
+    )
     # The gateway (issue 5): upstream APIs, public model names, routing knobs.
     providers: dict[str, ProviderConfig] = Field(
         default_factory=dict, description="Upstream APIs by name (keys come from env vars)."
@@ -169,6 +193,8 @@ class Settings(BaseSettings):
                 "in the environment (OCAK_* variables): " + describe_validation_error(exc, None)
             ) from exc
         merged = {**file_values, **env_values}
+        if isinstance(file_values.get("characters"), dict):  # OCAK_CHARACTERS_* over the file's
+            merged["characters"] = {**file_values["characters"], **_env_characters()}
         merged.update({k: v for k, v in overrides.items() if v is not None})
         try:
             settings = cls(**merged)
@@ -180,6 +206,16 @@ class Settings(BaseSettings):
     def config_error(self, loc: tuple[str | int, ...], message: str) -> ConfigError:
         """A problem found after validation (a reference to nothing), with its line."""
         return ConfigError(_located(loc, message, self._source, self._lines))
+
+
+def _env_characters() -> dict[str, Any]:
+    try:
+        return CharacterSettings().model_dump(exclude_unset=True)
+    except ValidationError as exc:
+        raise ConfigError(
+            "in the environment (OCAK_CHARACTERS_* variables): "
+            + describe_validation_error(exc, None)
+        ) from exc
 
 
 def read_yaml(path: Path) -> dict[str, Any]:

@@ -17,7 +17,7 @@ from ocak.characters.cards import Character
 from ocak.characters.events import Generated
 from ocak.characters.lorebook import activate
 from ocak.characters.serving import ServingModel
-from ocak.characters.settings import CharacterSettings
+from ocak.config import CharacterSettings
 from ocak.protocol.generation import Finished, GenerationRequest, TextDelta
 from ocak.store.db import Database
 

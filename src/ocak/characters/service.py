@@ -58,8 +58,8 @@ from ocak.characters.packet import (
     wire_schema,
 )
 from ocak.characters.serving import ModelResolver, ServingModel
-from ocak.characters.settings import CharacterSettings
 from ocak.characters.turns import choose_speaker
+from ocak.config import CharacterSettings
 from ocak.errors import ContextLengthExceeded, InvalidRequest, NotFound, OcakError
 from ocak.protocol.generation import (
     Constraint,

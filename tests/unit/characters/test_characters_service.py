@@ -30,8 +30,7 @@ from ocak.characters.events import (
 from ocak.characters.packet import NoValidPacket
 from ocak.characters.service import CharacterService
 from ocak.characters.serving import local_resolver
-from ocak.characters.settings import CharacterSettings
-from ocak.config import Settings
+from ocak.config import CharacterSettings, Settings
 from ocak.engines.chat_template import ChatTemplate
 from ocak.engines.fake import FakeEngine
 from ocak.engines.registry import EngineRegistry

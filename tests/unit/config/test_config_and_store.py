@@ -86,3 +86,19 @@ def test_engine_settings_from_the_environment_are_validated(
     monkeypatch.setenv("OCAK_CT2_BATCHING", "similar")
     s = Settings.load()
     assert (s.device, s.ct2_workers, s.ct2_batching) == ("cpu", 2, "similar")
+
+
+def test_character_settings_come_from_the_file_and_the_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """They were environment-only; now ``characters:`` in the YAML too, the environment
+    still winning over the file, and a bad value an error naming it."""
+    cfg = tmp_path / "ocak.yaml"
+    cfg.write_text("characters:\n  history_budget: 900\n  recall_limit: 5\n")
+    assert Settings.load(cfg).characters.history_budget == 900
+    monkeypatch.setenv("OCAK_CHARACTERS_RECALL_LIMIT", "2")
+    s = Settings.load(cfg)
+    assert (s.characters.history_budget, s.characters.recall_limit) == (900, 2)
+    monkeypatch.setenv("OCAK_CHARACTERS_RECALL_LIMIT", "99")
+    with pytest.raises(ConfigError, match="recall_limit"):
+        Settings.load(cfg)

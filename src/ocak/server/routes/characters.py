@@ -62,7 +62,12 @@ def get_service(request: Request) -> CharacterService:
     if service is None:
         db = store.open_characters_db(state.settings.data_dir)
         resolver = gateway_resolver(serving_of(state).router, state.engines)
-        service = CharacterService(db, resolver, max_tokens_cap=state.settings.max_tokens_limit)
+        service = CharacterService(
+            db,
+            resolver,
+            state.settings.characters,
+            max_tokens_cap=state.settings.max_tokens_limit,
+        )
         state.extras[SERVICE_KEY] = service
     assert isinstance(service, CharacterService)
     return service
