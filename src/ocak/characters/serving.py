@@ -1,6 +1,6 @@
 """Which model serves a character: a card names an ocak model (a local engine or an alias).
 
-``gateway_resolver`` resolves the name the way the HTTP API does: a local
+``serving_resolver`` resolves the name the way the HTTP API does: a local
 engine id directly, an alias through the gateway's router (fallback, local-only,
 remote providers). Whatever serves a character gets the packet schema as a
 ``Constraint`` (local engines enforce it while decoding, remote providers get it
@@ -16,7 +16,9 @@ from typing import Any, Protocol
 
 from ocak.engines.base import Engine
 from ocak.engines.registry import EngineRegistry
+from ocak.gateway.router import Served
 from ocak.protocol.generation import GenerationEvent, GenerationRequest
+from ocak.serving.service import ModelServing
 
 # Assumed for a model whose window ocak cannot know (a remote provider's).
 REMOTE_CONTEXT = 8192
@@ -68,19 +70,16 @@ def local_resolver(engines: EngineRegistry) -> ModelResolver:
     return resolve
 
 
-def gateway_resolver(router: Any, engines: EngineRegistry) -> ModelResolver:
-    """Resolve a card's model like the API does: an alias through the gateway, or an engine."""
-    from ocak.gateway.generation import RoutedModel, served_backend
-    from ocak.gateway.router import Router, Served
-
-    assert isinstance(router, Router)
+def serving_resolver(serving: ModelServing) -> ModelResolver:
+    """Resolve a card's model like the API does: an alias through the serving layer (the
+    gateway's routing, the alias's params), or an engine."""
+    router, engines = serving.router, serving.engines
     local = local_resolver(engines)
 
     def resolve(model_id: str, *, local_only: bool = False) -> ServingModel:
         alias = router.resolve(model_id)  # ModelNotFound for an unknown name
         if alias.direct:
             return local(model_id)
-        routed = RoutedModel(router, engines, model_id)
         local_targets = [engines.find(t.engine) for t in alias.targets if t.engine]
         ready = [e for e in local_targets if e is not None and e.state == "ready"]
         # Budgets need a token count before the answer: the first local target's tokenizer
@@ -96,13 +95,13 @@ def gateway_resolver(router: Any, engines: EngineRegistry) -> ModelResolver:
             counter=counter_engine.count_tokens
             if counter_engine is not None
             else (lambda text: len(text) // 4 + 1),
-            generator=lambda request: routed.generate(
+            generator=lambda request: serving.generate(
                 request, local_only=local_only, on_served=served
             ),
         )
 
         def served(result: Served[Any]) -> None:
-            model.backend, model.locality = served_backend(result, engines)
+            model.backend, model.locality = serving.served_backend(result)
 
         return model
 

@@ -1,23 +1,17 @@
-"""Engine-shaped generation over the gateway: for callers that speak ``GenerationRequest``.
+"""Between engine-shaped generation and a provider's OpenAI chat API.
 
-The HTTP routes pass OpenAI JSON through to remote targets untouched. Other
-callers (the character engine) build a ``GenerationRequest`` and want
-``TextDelta``/``Finished`` events whichever target serves it. ``RoutedModel``
-runs such a request through the router: a local target gets it as is, a remote
-one as an OpenAI chat request (a JSON constraint becomes a ``json_schema``
-``response_format``, which most providers enforce and the caller validates
-anyway), and the remote stream comes back as engine events.
+Callers that speak ``GenerationRequest`` (the character engine, through
+``serving.ModelServing.generate``) reach a remote target as an OpenAI chat request
+(``chat_payload``: a JSON constraint becomes a ``json_schema`` ``response_format``,
+which most providers enforce and the caller validates anyway), and the remote
+stream comes back as engine events (``remote_events``).
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
-from dataclasses import replace
+from collections.abc import AsyncIterator
 from typing import Any
 
-from ocak.engines.registry import EngineRegistry
-from ocak.engines.stream import Primed, prime
-from ocak.gateway.router import Router, Served, Target
 from ocak.protocol.generation import (
     Finished,
     FinishReason,
@@ -26,7 +20,7 @@ from ocak.protocol.generation import (
     TextDelta,
     Usage,
 )
-from ocak.providers.base import Call, Locality, UpstreamReply, UpstreamStream
+from ocak.providers.base import UpstreamStream
 from ocak.providers.errors import TargetCannot
 
 _FINISH: dict[str, FinishReason] = {"stop": "stop", "length": "length", "tool_calls": "tool_calls"}
@@ -83,60 +77,3 @@ async def remote_events(upstream: UpstreamStream) -> AsyncIterator[GenerationEve
             if choice.get("finish_reason"):
                 reason = _FINISH.get(choice["finish_reason"], "stop")
     yield Finished(reason, usage)
-
-
-def served_backend(result: Served[Any], engines: EngineRegistry) -> tuple[str, Locality]:
-    """The usage record's backend and locality for the target that served ``result``."""
-    engine = engines.find(result.target.engine) if result.target.engine else None
-    backend = f"{engine.kind}:{engine.model_id}" if engine else result.target.name
-    return backend, result.locality
-
-
-class RoutedModel:
-    """A public model name (an alias or a local engine id) as an engine-like generator."""
-
-    def __init__(self, router: Router, engines: EngineRegistry, name: str) -> None:
-        self.router = router
-        self.engines = engines
-        self.name = name
-
-    def targets(self) -> list[Target]:
-        return list(self.router.resolve(self.name).targets)
-
-    async def generate(
-        self,
-        request: GenerationRequest,
-        *,
-        local_only: bool = False,
-        on_served: Callable[[Served[Any]], None] | None = None,
-    ) -> AsyncIterator[GenerationEvent]:
-        """Events of ``request`` from the first target that answers (router fallback)."""
-
-        async def attempt(target: Target) -> tuple[Primed | UpstreamStream, Locality]:
-            if target.engine is not None:
-                engine = self.engines.get(target.engine)
-                mine = replace(request, model=target.engine)
-                return await prime(engine.generate(mine)), "local"
-            assert target.provider is not None and target.model is not None
-            payload = chat_payload(request)
-            for k, v in target.params.items():
-                payload.setdefault(k, v)
-            call = Call(payload, "chat", True, target.timeouts, local_only)
-            reason = target.provider.unsupported(call)
-            if reason is not None:
-                raise TargetCannot(reason)
-            upstream = await target.provider.send(target.model, call)
-            if isinstance(upstream, UpstreamReply):  # pragma: no cover - asked for a stream
-                raise TargetCannot("the provider answered a stream request with one reply")
-            return upstream, upstream.locality
-
-        served = await self.router.run(self.name, attempt, local_only=local_only)
-        if on_served is not None:
-            on_served(served)
-        result = served.result
-        events = result.events() if isinstance(result, Primed) else remote_events(result)
-        try:
-            async for event in events:
-                yield event
-        finally:
-            await events.aclose()  # type: ignore[attr-defined]

@@ -11,17 +11,19 @@ target, and the record says which backend served it and where it ran.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import MISSING, fields, replace
 from typing import Any
 
 from ocak.config import Settings
 from ocak.engines.base import Engine
 from ocak.engines.registry import EngineRegistry
 from ocak.engines.stream import Primed, prime
-from ocak.gateway.generation import remote_events
+from ocak.gateway.generation import chat_payload, remote_events
 from ocak.gateway.router import Alias, Router, Served, Target
+from ocak.protocol.generation import GenerationEvent, GenerationRequest
 from ocak.protocol.openai import ChatCompletionRequest
-from ocak.providers.base import Call, Endpoint, Locality, Upstream, UpstreamReply
+from ocak.providers.base import Call, Endpoint, Locality, Upstream, UpstreamReply, UpstreamStream
 from ocak.providers.errors import TargetCannot
 from ocak.serving.admission import KeyChecks, ModelRequest, admit
 from ocak.serving.context import CallContext
@@ -67,6 +69,25 @@ def remote_payload(raw: dict[str, Any], body: ModelRequest, target: Target) -> d
 def backend_of(engine: Engine) -> str:
     """How usage records name a local engine: ``llama.cpp:default``."""
     return f"{engine.kind}:{engine.model_id}"
+
+
+_GENERATION_DEFAULTS = {
+    f.name: f.default for f in fields(GenerationRequest) if f.default is not MISSING
+}
+
+
+def generation_params(request: GenerationRequest, target: Target) -> GenerationRequest:
+    """An engine-shaped request with the alias's params where the caller left the default
+    (a ``GenerationRequest`` does not record what was set; a default value counts as unset)."""
+    updates = {
+        k: v
+        for k, v in target.params.items()
+        if k in _GENERATION_DEFAULTS and getattr(request, k) == _GENERATION_DEFAULTS[k]
+    }
+    return replace(request, **updates) if updates else request
+
+
+OnServed = Callable[[Served[Any]], None]
 
 
 class ModelServing:
@@ -132,6 +153,52 @@ class ModelServing:
         if isinstance(result, UpstreamReply):  # pragma: no cover - edges ask for streams
             raise TargetCannot("the provider answered a stream request with one reply")
         return await prime(remote_events(result), ctx.record)
+
+    async def generate(
+        self,
+        request: GenerationRequest,
+        *,
+        local_only: bool = False,
+        on_served: OnServed | None = None,
+    ) -> AsyncIterator[GenerationEvent]:
+        """Engine events for an engine-shaped request (character turns, summaries), from the
+        first target that answers, with the alias's params applied as in ``serve``."""
+
+        async def attempt(target: Target) -> tuple[Primed | UpstreamStream, Locality]:
+            mine = generation_params(request, target)
+            if target.engine is not None:
+                engine = self.engines.get(target.engine)
+                return await prime(engine.generate(replace(mine, model=target.engine))), "local"
+            assert target.provider is not None and target.model is not None
+            payload = chat_payload(mine)
+            for k, v in target.params.items():  # provider-specific ones (Replicate's input)
+                if k not in _GENERATION_DEFAULTS:
+                    payload.setdefault(k, v)
+            call = Call(payload, "chat", True, target.timeouts, local_only)
+            reason = target.provider.unsupported(call)
+            if reason is not None:
+                raise TargetCannot(reason)
+            upstream = await target.provider.send(target.model, call)
+            if isinstance(upstream, UpstreamReply):  # pragma: no cover - asked for a stream
+                raise TargetCannot("the provider answered a stream request with one reply")
+            return upstream, upstream.locality
+
+        served = await self.router.run(request.model, attempt, local_only=local_only)
+        if on_served is not None:
+            on_served(served)
+        result = served.result
+        events = result.events() if isinstance(result, Primed) else remote_events(result)
+        try:
+            async for event in events:
+                yield event
+        finally:
+            await events.aclose()  # type: ignore[attr-defined]
+
+    def served_backend(self, served: Served[Any]) -> tuple[str, Locality]:
+        """The usage record's backend and locality for the target that served."""
+        target = served.target
+        engine = self.engines.find(target.engine) if target.engine else None
+        return (backend_of(engine) if engine else target.name), served.locality
 
     def models(self, key: KeyInfo | None) -> list[Alias | Engine]:
         """What this server answers for: aliases, then local engines; only a key's own."""

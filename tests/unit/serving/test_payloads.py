@@ -73,3 +73,16 @@ def test_engine_shaped_requests_become_openai_chat_payloads() -> None:
                 model="m", messages=[Message("user", "x")], constraint=Constraint(kind="lark")
             )
         )
+
+
+def test_engine_shaped_requests_get_the_alias_params_where_they_kept_the_default() -> None:
+    """Character turns and summaries: the same rule for local and remote targets."""
+    from ocak.serving.service import generation_params
+
+    request = GenerationRequest(model="alias", messages=[Message("user", "hi")], temperature=0.8)
+    target = Target("t", 0, params={"temperature": 0.1, "top_p": 0.5, "input": {"x": 1}})
+    mine = generation_params(request, target)
+    assert (mine.temperature, mine.top_p) == (0.8, 0.5)  # the caller's temperature stays
+    assert generation_params(request, Target("t", 0)) is request
+    payload = chat_payload(mine)
+    assert payload["top_p"] == 0.5 and payload["temperature"] == 0.8

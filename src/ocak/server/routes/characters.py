@@ -38,7 +38,7 @@ from ocak.characters.events import (
     TurnInput,
 )
 from ocak.characters.service import CharacterService
-from ocak.characters.serving import gateway_resolver
+from ocak.characters.serving import serving_resolver
 from ocak.characters.tavern import TavernCardV2
 from ocak.errors import NotFound, OcakError
 from ocak.protocol.openai import ErrorResponse
@@ -61,7 +61,7 @@ def get_service(request: Request) -> CharacterService:
     service = state.extras.get(SERVICE_KEY)
     if service is None:
         db = store.open_characters_db(state.settings.data_dir)
-        resolver = gateway_resolver(serving_of(state).router, state.engines)
+        resolver = serving_resolver(serving_of(state))
         service = CharacterService(
             db,
             resolver,
