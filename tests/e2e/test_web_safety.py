@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import ssl
-import subprocess
 import time
 from pathlib import Path
 from typing import Any
@@ -16,7 +15,7 @@ from typing import Any
 import httpx
 import pytest
 
-from helpers import ServerProcess
+from helpers import ServerProcess, self_signed
 
 CHAT = {"model": "default", "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 2}
 
@@ -115,17 +114,6 @@ def test_clients_without_an_origin_work_as_before(server: ServerProcess) -> None
     )
     assert r.status_code == 200 and r.json()["choices"][0]["message"]["content"] is not None
     assert "access-control-allow-origin" not in r.headers
-
-
-def self_signed(folder: Path) -> tuple[Path, Path]:
-    cert, key = folder / "cert.pem", folder / "key.pem"
-    subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
-         "-subj", "/CN=localhost", "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1",
-         "-keyout", str(key), "-out", str(cert)],
-        check=True, capture_output=True,
-    )  # fmt: skip
-    return cert, key
 
 
 def test_tls_with_a_self_signed_certificate(tmp_path: Path) -> None:

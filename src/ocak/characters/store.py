@@ -24,7 +24,7 @@ from typing import Any
 
 from ocak.characters.cards import Character
 from ocak.characters.relationship import RelationshipState
-from ocak.store.db import Database, StoreError
+from ocak.store.db import Database, open_database
 
 DB_NAME = "characters.db"
 
@@ -108,50 +108,11 @@ def characters_db_path(data_dir: Path) -> Path:
     return data_dir / DB_NAME
 
 
-def _migrate(conn: sqlite3.Connection, path: Path) -> None:
-    version = int(conn.execute("PRAGMA user_version").fetchone()[0])
-    if version > SCHEMA_VERSION:
-        raise StoreError(
-            f"{path} has schema version {version}, newer than this ocak knows "
-            f"({SCHEMA_VERSION}); upgrade ocak or point OCAK_DATA_DIR elsewhere"
-        )
-    while version < SCHEMA_VERSION:
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            current = int(conn.execute("PRAGMA user_version").fetchone()[0])
-            if current == version:
-                for statement in MIGRATIONS[version].split(";"):
-                    if statement.strip():
-                        conn.execute(statement)
-                conn.execute(f"PRAGMA user_version = {version + 1}")
-            conn.execute("COMMIT")
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-        version = int(conn.execute("PRAGMA user_version").fetchone()[0])
-
-
 def open_characters_db(data_dir: Path) -> Database:
     """Open (creating) ``characters.db`` in ``data_dir``, schema up to date."""
-    path = characters_db_path(data_dir)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=5.0)
-    except (OSError, sqlite3.Error) as exc:
-        raise StoreError(f"cannot open the characters database {path}: {exc}") from exc
-    try:
-        conn.execute("PRAGMA journal_mode=WAL")
-        conn.execute("PRAGMA synchronous=NORMAL")
-        conn.execute("PRAGMA busy_timeout=5000")
-        conn.execute("PRAGMA foreign_keys=ON")
-        _migrate(conn, path)
-    except sqlite3.Error as exc:
-        conn.close()
-        raise StoreError(f"cannot use the characters database {path}: {exc}") from exc
-    except BaseException:
-        conn.close()
-        raise
-    return Database(conn, path)
+    return open_database(
+        characters_db_path(data_dir), migrations=MIGRATIONS, what="the characters database"
+    )
 
 
 # -- characters ----------------------------------------------------------------------

@@ -172,13 +172,20 @@ def _user_version(conn: sqlite3.Connection) -> int:
     return int(conn.execute("PRAGMA user_version").fetchone()[0])
 
 
-def migrate(conn: sqlite3.Connection, path: Path, target: int = SCHEMA_VERSION) -> int:
+def migrate(
+    conn: sqlite3.Connection,
+    path: Path,
+    target: int | None = None,
+    migrations: Sequence[str] = MIGRATIONS,
+) -> int:
     """Apply the migrations the file lacks, each in its own transaction."""
+    known = len(migrations)
+    target = known if target is None else target
     version = _user_version(conn)
-    if version > SCHEMA_VERSION:
+    if version > known:
         raise StoreError(
             f"{path} has schema version {version}, newer than this ocak knows "
-            f"({SCHEMA_VERSION}); upgrade ocak or point OCAK_DATA_DIR elsewhere"
+            f"({known}); upgrade ocak or point OCAK_DATA_DIR elsewhere"
         )
     while version < target:
         conn.execute("BEGIN IMMEDIATE")
@@ -188,7 +195,7 @@ def migrate(conn: sqlite3.Connection, path: Path, target: int = SCHEMA_VERSION) 
                 conn.execute("ROLLBACK")
                 version = _user_version(conn)
                 continue
-            for statement in _statements(MIGRATIONS[version]):
+            for statement in _statements(migrations[version]):
                 conn.execute(statement)
             conn.execute(f"PRAGMA user_version = {version + 1}")
             conn.execute("COMMIT")
@@ -203,23 +210,33 @@ def _statements(script: str) -> list[str]:
     return [s.strip() for s in script.split(";") if s.strip()]
 
 
-def open_database(path: Path, *, migrate_to: int = SCHEMA_VERSION) -> Database:
-    """Open (creating) the database at ``path`` and bring its schema up to date."""
+def open_database(
+    path: Path,
+    *,
+    migrate_to: int | None = None,
+    migrations: Sequence[str] = MIGRATIONS,
+    what: str = "the database",
+) -> Database:
+    """Open (creating) the SQLite file at ``path`` and bring its schema up to date.
+
+    One routine for every database ocak keeps (``ocak.db``, ``characters.db``): WAL,
+    ``synchronous=NORMAL``, foreign keys, and ``migrations`` applied forward.
+    """
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=5.0)
     except (OSError, sqlite3.Error) as exc:
-        raise StoreError(f"cannot open the database {path}: {exc}") from exc
+        raise StoreError(f"cannot open {what} {path}: {exc}") from exc
     try:
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=NORMAL")
         conn.execute("PRAGMA journal_size_limit=8388608")  # trim the WAL file after checkpoints
         conn.execute("PRAGMA busy_timeout=5000")
         conn.execute("PRAGMA foreign_keys=ON")
-        migrate(conn, path, migrate_to)
+        migrate(conn, path, migrate_to, migrations)
     except sqlite3.Error as exc:
         conn.close()
-        raise StoreError(f"cannot use the database {path}: {exc}") from exc
+        raise StoreError(f"cannot use {what} {path}: {exc}") from exc
     except BaseException:
         conn.close()
         raise

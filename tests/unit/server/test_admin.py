@@ -6,54 +6,19 @@ the characters store).
 
 from __future__ import annotations
 
-import asyncio
-import json
 import sqlite3
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import httpx
 
+from app_helpers import play
+from app_helpers import run_app as run
 from ocak.characters import store
-from ocak.config import Settings
-from ocak.engines.fake import FakeEngine
-from ocak.engines.registry import EngineRegistry
-from ocak.server.app import create_app
 from ocak.store.db import open_database
 from ocak.store.keys import create_key, stored_keys
 from paths import EXAMPLES as PROJECT_EXAMPLES
 
 EXAMPLES = PROJECT_EXAMPLES / "characters"
-
-
-PACKET = json.dumps(
-    {
-        "text": "Aye, {word}.",
-        "narration": "",
-        "emotion": {"label": "neutral", "strength": 2},
-        "actions": [],
-        "relationship": {"trust": 1, "respect": 0, "familiarity": 1},
-    }
-)
-
-
-Check = Callable[[httpx.AsyncClient], Awaitable[None]]
-
-
-def run(tmp_path: Path, check: Check, *, client: tuple[str, int] = ("127.0.0.1", 5000)) -> None:
-    async def main() -> None:
-        engine = FakeEngine("default", script=lambda r: PACKET, context_length=100_000)
-        db = open_database(tmp_path / "ocak.db")
-        app = create_app(Settings(data_dir=tmp_path), EngineRegistry([engine]), db=db)
-        async with app.router.lifespan_context(app):
-            while not app.state.ocak.engines.ready:
-                await asyncio.sleep(0.01)
-            transport = httpx.ASGITransport(app=app, client=client)
-            async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as c:
-                await check(c)
-        db.close()
-
-    asyncio.run(main())
 
 
 def bearer(key: str) -> dict[str, str]:
@@ -165,16 +130,6 @@ def characters_rows(data_dir: Path, player: str, sessions: list[str]) -> dict[st
         }
     finally:
         conn.close()
-
-
-async def play(c: httpx.AsyncClient, player: str, line: str) -> str:
-    r = await c.post("/v1/sessions", json={"player_id": player, "characters": ["bram"]})
-    assert r.status_code == 201, r.text
-    sid = str(r.json()["id"])
-    for _ in range(2):
-        r = await c.post(f"/v1/sessions/{sid}/messages", json={"text": line})
-        assert r.status_code == 200, r.text
-    return sid
 
 
 def test_a_players_data_is_deleted_from_every_table_and_no_one_elses(tmp_path: Path) -> None:

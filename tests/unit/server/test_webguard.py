@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import logging
 import socket
-import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -20,7 +19,7 @@ from starlette.websockets import WebSocket
 from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect
 
-from helpers import free_port
+from helpers import free_port, self_signed
 from ocak.config import ConfigError, Settings
 from ocak.server.runner import warn_plain_http
 from ocak.server.webguard import WebGuard, WebPolicy
@@ -109,17 +108,6 @@ def test_a_websocket_upgrade_from_a_hostile_origin_is_refused(ws_url: str) -> No
     with connect(ws_url) as ws:  # a game: no Origin at all
         ws.send("pong")
         assert ws.recv(timeout=5) == "pong"
-
-
-def self_signed(folder: Path) -> tuple[Path, Path]:
-    cert, key = folder / "cert.pem", folder / "key.pem"
-    subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
-         "-subj", "/CN=localhost", "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1",
-         "-keyout", str(key), "-out", str(cert)],
-        check=True, capture_output=True,
-    )  # fmt: skip
-    return cert, key
 
 
 def test_tls_needs_both_files(tmp_path: Path) -> None:

@@ -1,0 +1,59 @@
+"""An in-process app on the scripted fake engine, with real SQLite files, for API tests."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+import httpx
+
+from ocak.config import Settings
+from ocak.engines.fake import FakeEngine
+from ocak.engines.registry import EngineRegistry
+from ocak.server.app import create_app
+from ocak.store.db import open_database
+from paths import EXAMPLES
+
+BRAM = EXAMPLES / "characters" / "bram.yaml"
+# A valid character packet, whatever the fake engine is asked.
+PACKET = json.dumps(
+    {
+        "text": "Aye, {word}.",
+        "narration": "",
+        "emotion": {"label": "neutral", "strength": 2},
+        "actions": [],
+        "relationship": {"trust": 1, "respect": 0, "familiarity": 1},
+    }
+)
+Check = Callable[[httpx.AsyncClient], Awaitable[None]]
+
+
+def run_app(data_dir: Path, check: Check, *, client: tuple[str, int] = ("127.0.0.1", 5000)) -> None:
+    """Start the app on ``data_dir``, run ``check`` with a client calling from ``client``."""
+
+    async def main() -> None:
+        engine = FakeEngine("default", script=lambda r: PACKET, context_length=100_000)
+        db = open_database(data_dir / "ocak.db")
+        app = create_app(Settings(data_dir=data_dir), EngineRegistry([engine]), db=db)
+        async with app.router.lifespan_context(app):
+            while not app.state.ocak.engines.ready:
+                await asyncio.sleep(0.01)
+            transport = httpx.ASGITransport(app=app, client=client)
+            async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as c:
+                await check(c)
+        db.close()
+
+    asyncio.run(main())
+
+
+async def play(c: httpx.AsyncClient, player: str, line: str, turns: int = 2) -> str:
+    """A session of ``player`` with Bram and ``turns`` lines said in it; its id."""
+    r = await c.post("/v1/sessions", json={"player_id": player, "characters": ["bram"]})
+    assert r.status_code == 201, r.text
+    sid = str(r.json()["id"])
+    for _ in range(turns):
+        r = await c.post(f"/v1/sessions/{sid}/messages", json={"text": line})
+        assert r.status_code == 200, r.text
+    return sid
