@@ -139,7 +139,12 @@ def find_compilers() -> list[str]:
 def install_wheel(wheel: Path) -> None:
     """Replace whatever llama-cpp-python is installed by ``wheel`` (and add its dependencies)."""
     pip = [sys.executable, "-m", "pip"]
-    subprocess.run([*pip, "uninstall", "--quiet", "--yes", PACKAGE], check=False)
+    subprocess.run(  # nothing to say when none is installed (a new environment)
+        [*pip, "uninstall", "--quiet", "--yes", PACKAGE],
+        check=False,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     subprocess.run([*pip, "install", "--quiet", str(wheel)], check=True)
 
 
