@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
+from pathlib import Path
 
 from ocak.config import Settings
 from ocak.engines.base import Engine
 from ocak.engines.registry import EngineRegistry
 from ocak.errors import ModelNotFound, OcakError
 from ocak.models.store import ModelSpec, resolve
+from ocak.plugins import Registry, UnknownKind
 
 log = logging.getLogger("ocak.engines")
 
@@ -17,26 +20,18 @@ class ModelSpecError(OcakError):
     """A ``--model`` value that names nothing ocak can load."""
 
 
+EngineBuilder = Callable[[str, Path, Settings], Engine]
+# Engine kinds by name: entry points of the group "ocak.engines" (pyproject.toml).
+ENGINES: Registry[EngineBuilder] = Registry("ocak.engines")
+
+
 def engine_for(spec: ModelSpec, settings: Settings) -> Engine:
     """The engine that serves ``spec``, configured from ``settings``."""
-    if spec.engine == "llama.cpp":
-        from ocak.engines.llamacpp.engine import LlamaCppEngine
-
-        return LlamaCppEngine(
-            spec.id,
-            spec.path,
-            ctx_size=settings.ctx_size,
-            parallel=settings.parallel,
-            threads=settings.threads,
-            max_queue=settings.max_queue,
-            queue_timeout=settings.queue_timeout,
-            prefill_chunk=settings.prefill_chunk,
-        )
-    if spec.engine == "ctranslate2":
-        from ocak.engines.ctranslate2.engine import engine_from_settings
-
-        return engine_from_settings(spec.id, spec.path, settings)
-    raise ModelSpecError(f"no engine can serve {spec.path} (kind {spec.engine})")
+    try:
+        builder = ENGINES.get(spec.engine)
+    except UnknownKind:
+        raise ModelSpecError(f"no engine can serve {spec.path} (kind {spec.engine})") from None
+    return builder(spec.id, spec.path, settings)
 
 
 def build_registry(settings: Settings) -> tuple[EngineRegistry, list[str]]:

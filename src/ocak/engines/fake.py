@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 
+from ocak.config import Settings
 from ocak.engines.base import Engine, EngineStats, ModelInfo
 from ocak.engines.text import StopMatcher
 from ocak.errors import ContextLengthExceeded
@@ -108,3 +110,8 @@ class FakeEngine(Engine):
             raise
         finally:
             self.active -= 1
+
+
+def from_spec(model_id: str, path: Path, settings: Settings) -> FakeEngine:
+    """The ``fake`` engine kind (entry point ``ocak.engines``): echoes, for pure-logic tests."""
+    return FakeEngine(model_id, context_length=settings.ctx_size)

@@ -11,17 +11,20 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 from ocak.config import Settings
 from ocak.engines.registry import EngineRegistry
 from ocak.gateway.config import ProviderConfig
 from ocak.gateway.router import Alias, Breaker, Router, Target
+from ocak.plugins import Registry
 from ocak.providers.base import Http, Provider, is_loopback_url
 from ocak.providers.errors import Secrets
 from ocak.providers.openai_compat import OpenAICompatible
 from ocak.providers.presets import PRESETS
-from ocak.providers.replicate import Replicate
+
+# Provider types by name: entry points of the group "ocak.providers" (pyproject.toml).
+PROVIDERS: Registry[Callable[..., Provider]] = Registry("ocak.providers")
 
 log = logging.getLogger("ocak.gateway")
 
@@ -69,7 +72,7 @@ def build_gateway(
                 missing_key[name] = config.key_env
                 continue
             secrets.add(key)
-        kind = Replicate if config.type == "replicate" else OpenAICompatible
+        kind = PROVIDERS.get(config.type)
         made: Provider = kind(name, config, key=key, http=gateway.http, secrets=secrets)
         if isinstance(made, OpenAICompatible):
             made.locality_ttl = routing.locality_ttl

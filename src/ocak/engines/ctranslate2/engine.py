@@ -220,7 +220,7 @@ def warm_up(model: Ct2Model) -> None:
         raise EngineError(f"CTranslate2 could not run {model.path}: {exc}") from exc
 
 
-def engine_from_settings(model_id: str, path: Path, settings: Settings) -> Ct2Engine:
+def from_spec(model_id: str, path: Path, settings: Settings) -> Ct2Engine:
     """The engine for a converted model, from the server's settings (``device``,
     ``ct2_workers``: batches run at once, the threads split between them, and
     ``ct2_batching``: exact or similar, see the scheduler)."""

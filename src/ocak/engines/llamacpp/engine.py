@@ -13,6 +13,7 @@ import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+from ocak.config import Settings
 from ocak.engines.base import Engine, EngineStats, ModelInfo
 from ocak.engines.llamacpp.model import LlamaModel
 from ocak.engines.llamacpp.sampling import LogitsMask, SamplingParams
@@ -171,3 +172,17 @@ class LlamaCppEngine(Engine):
         if model is not None:
             model.close()
         self.state = "closed"
+
+
+def from_spec(model_id: str, path: Path, settings: Settings) -> LlamaCppEngine:
+    """The ``llama.cpp`` engine kind (entry point ``ocak.engines``)."""
+    return LlamaCppEngine(
+        model_id,
+        path,
+        ctx_size=settings.ctx_size,
+        parallel=settings.parallel,
+        threads=settings.threads,
+        max_queue=settings.max_queue,
+        queue_timeout=settings.queue_timeout,
+        prefill_chunk=settings.prefill_chunk,
+    )
