@@ -1,19 +1,25 @@
 """What engines whose decoding runs in a thread of their own share.
 
-The context budget check, the queue-full error, and the bridge that turns
-events pushed from the decode thread into an async iterator that cancels its
-job when the consumer leaves.
+The context budget check, the queue-full error, the bridge that turns events
+pushed from the decode thread into an async iterator that cancels its job when
+the consumer leaves, and ``ThreadedEngine``: loading, templating, tokenizing,
+stats and closing for both the llama.cpp and the CTranslate2 engine.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
+import time
 from collections.abc import AsyncIterator, Callable
-from typing import TypeVar
+from pathlib import Path
+from typing import Any, Generic, Protocol, TypeVar
 
-from ocak.errors import ContextLengthExceeded, OcakError, QueueFull
-from ocak.protocol.generation import Finished, TextDelta
+from ocak.engines.base import Engine, EngineStats, ModelInfo
+from ocak.engines.chat_template import ChatTemplate
+from ocak.errors import ContextLengthExceeded, EngineError, InvalidRequest, OcakError, QueueFull
+from ocak.protocol.generation import Finished, GenerationRequest, TextDelta
 
 Event = TextDelta | Finished | OcakError
 Emit = Callable[[Event], None]
@@ -74,3 +80,121 @@ async def bridge(
     finally:
         if not done:
             cancel(job)
+
+
+class LoadedModel(Protocol):
+    """What a threaded engine needs of its loaded model (llama.cpp's, CTranslate2's)."""
+
+    chat_template: ChatTemplate
+    quantization: str | None
+    size_bytes: int
+
+    @property
+    def start_token(self) -> int | None:
+        """The token an empty prompt starts with (BOS), or None when the model has none."""
+
+    def tokenize(self, text: str, *, add_special: bool = True) -> list[int]: ...
+
+    def close(self) -> None: ...
+
+
+class DecodeScheduler(Protocol):
+    """What a threaded engine needs of its scheduler (the decode thread's owner)."""
+
+    def stats(self) -> EngineStats: ...
+
+    def close(self) -> None: ...
+
+
+M = TypeVar("M", bound=LoadedModel)
+S = TypeVar("S", bound=DecodeScheduler)
+log = logging.getLogger("ocak.engines")
+
+
+class ThreadedEngine(Engine, Generic[M, S]):
+    """Loading off the event loop, templating, tokenizing, stats and closing, once for the
+    engines whose decoding runs in a thread (subclasses build the model and scheduler)."""
+
+    def __init__(self, model_id: str, path: Path, *, ctx_size: int, queue_timeout: float) -> None:
+        super().__init__(model_id)
+        self.path = path
+        self.ctx_size = ctx_size
+        self.queue_timeout = queue_timeout
+        self.model: M | None = None
+        self.scheduler: S | None = None
+
+    def _load(self) -> tuple[M, S]:
+        """Build the model and its scheduler (runs in a worker thread)."""
+        raise NotImplementedError
+
+    def info_extra(self) -> dict[str, Any]:
+        return {}
+
+    async def load(self) -> None:
+        try:
+            self.model, self.scheduler = await asyncio.to_thread(self._load)
+        except OcakError as exc:
+            self.state, self.error = "error", exc.message
+            return
+        self.state = "ready"
+
+    def warn_context(self, trained: int) -> None:
+        """A ``--ctx-size`` past what the model was trained for works, but worse: say so."""
+        if trained and self.ctx_size > trained:
+            log.warning(
+                "%s: --ctx-size %d is larger than the model was trained for (%d)",
+                self.model_id,
+                self.ctx_size,
+                trained,
+            )
+
+    def info(self) -> ModelInfo:
+        return ModelInfo(
+            id=self.model_id,
+            engine=self.kind,
+            path=str(self.path),
+            context_length=self.ctx_size,
+            quantization=self.model.quantization if self.model else None,
+            size_bytes=self.model.size_bytes if self.model else None,
+            extra=self.info_extra(),
+        )
+
+    def stats(self) -> EngineStats:
+        return self.scheduler.stats() if self.scheduler else EngineStats()
+
+    def ready(self) -> tuple[M, S]:
+        if self.model is None or self.scheduler is None:
+            raise EngineError(f"model {self.model_id} is not loaded")
+        return self.model, self.scheduler
+
+    def count_tokens(self, text: str) -> int:
+        return len(self.ready()[0].tokenize(text, add_special=False))
+
+    def render(self, request: GenerationRequest) -> str:
+        """The prompt text: the chat template applied to messages, or the raw prompt."""
+        model = self.ready()[0]
+        if request.messages is not None:
+            return model.chat_template.render(request.messages, tools=request.tools)
+        return request.prompt or ""
+
+    def prompt_tokens(self, request: GenerationRequest) -> list[int]:
+        model = self.ready()[0]
+        tokens = model.tokenize(self.render(request))
+        if not tokens:
+            if model.start_token is None:
+                raise InvalidRequest("The prompt is empty.", param="prompt")
+            tokens = [model.start_token]
+        return tokens
+
+    def deadline(self, request: GenerationRequest) -> float:
+        """When a request waiting for a sequence gives up (503)."""
+        return time.monotonic() + (request.queue_timeout or self.queue_timeout)
+
+    async def close(self) -> None:
+        scheduler, model = self.scheduler, self.model
+        self.scheduler, self.model = None, None
+        if scheduler is not None:
+            await asyncio.to_thread(scheduler.close)
+        if model is not None:
+            model.close()
+        self.state = "closed"

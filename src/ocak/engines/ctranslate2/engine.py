@@ -9,22 +9,18 @@ nothing is silently ignored.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
-import time
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 from ocak.config import Settings
-from ocak.engines.base import Engine, EngineStats, ModelInfo
 from ocak.engines.ctranslate2.model import Ct2Model
 from ocak.engines.ctranslate2.scheduler import Job, Scheduler
-from ocak.engines.threaded import Emit, bridge, completion_budget
+from ocak.engines.threaded import Emit, ThreadedEngine, bridge, completion_budget
 from ocak.errors import (
     EngineError,
-    InvalidRequest,
-    OcakError,
     UnsupportedParameter,
 )
 from ocak.models.hardware import detect_cuda, pick_device
@@ -58,7 +54,7 @@ def refuse(request: GenerationRequest) -> None:
         raise UnsupportedParameter(request.constraint.param, CONSTRAINT_WHY)
 
 
-class Ct2Engine(Engine):
+class Ct2Engine(ThreadedEngine[Ct2Model, Scheduler]):
     kind = "ctranslate2"
 
     def __init__(
@@ -76,28 +72,15 @@ class Ct2Engine(Engine):
         gather_window: float = 0.05,
         batching: str = "exact",
     ) -> None:
-        super().__init__(model_id)
+        super().__init__(model_id, path, ctx_size=ctx_size, queue_timeout=queue_timeout)
         self.batching = batching
-        self.path = path
-        self.ctx_size = ctx_size
         self.parallel = parallel
         self.threads = threads or os.cpu_count() or 1
         self.workers = max(1, workers)
         self.max_queue = max_queue
-        self.queue_timeout = queue_timeout
         self.requested_device = device
         self.gather_window = gather_window
         self.device = "cpu"
-        self.model: Ct2Model | None = None
-        self.scheduler: Scheduler | None = None
-
-    async def load(self) -> None:
-        try:
-            self.model, self.scheduler = await asyncio.to_thread(self._load)
-        except OcakError as exc:
-            self.state, self.error = "error", exc.message
-            return
-        self.state = "ready"
 
     def _load(self) -> tuple[Ct2Model, Scheduler]:
         self.device = pick_device(self.requested_device, detect_cuda())
@@ -105,13 +88,7 @@ class Ct2Engine(Engine):
         model = Ct2Model(
             self.path, device=self.device, workers=self.workers, threads_per_worker=per_worker
         )
-        if model.context_length and self.ctx_size > model.context_length:
-            log.warning(
-                "%s: --ctx-size %d is larger than the model was trained for (%d)",
-                self.model_id,
-                self.ctx_size,
-                model.context_length,
-            )
+        self.warn_context(model.context_length)
         warm_up(model)
         scheduler = Scheduler(
             model,
@@ -131,51 +108,15 @@ class Ct2Engine(Engine):
         )
         return model, scheduler
 
-    def info(self) -> ModelInfo:
-        return ModelInfo(
-            id=self.model_id,
-            engine=self.kind,
-            path=str(self.path),
-            context_length=self.ctx_size,
-            quantization=self.model.quantization if self.model else None,
-            size_bytes=self.model.size_bytes if self.model else None,
-            extra={"device": self.device, "workers": self.workers},
-        )
-
-    def stats(self) -> EngineStats:
-        return self.scheduler.stats() if self.scheduler else EngineStats()
-
-    def _ready_model(self) -> Ct2Model:
-        if self.model is None or self.scheduler is None:
-            raise EngineError(f"model {self.model_id} is not loaded")
-        return self.model
-
-    def count_tokens(self, text: str) -> int:
-        return len(self._ready_model().tokenize(text, add_special=False))
-
-    def render(self, request: GenerationRequest) -> str:
-        model = self._ready_model()
-        if request.messages is not None:
-            return model.chat_template.render(request.messages, tools=request.tools)
-        return request.prompt or ""
-
-    def prompt_tokens(self, request: GenerationRequest) -> list[int]:
-        model = self._ready_model()
-        tokens = model.tokenize(self.render(request))
-        if not tokens:
-            if model.bos_id is None:
-                raise InvalidRequest("The prompt is empty.", param="prompt")
-            tokens = [model.bos_id]
-        return tokens
+    def info_extra(self) -> dict[str, Any]:
+        return {"device": self.device, "workers": self.workers}
 
     async def generate(self, request: GenerationRequest) -> AsyncIterator[GenerationEvent]:
-        scheduler = self.scheduler
-        if scheduler is None:
-            raise EngineError(f"model {self.model_id} is not loaded")
+        scheduler = self.ready()[1]
         refuse(request)
         tokens = self.prompt_tokens(request)
         max_tokens = completion_budget(len(tokens), request.max_tokens, self.ctx_size)
-        deadline = time.monotonic() + (request.queue_timeout or self.queue_timeout)
+        deadline = self.deadline(request)
 
         def start(emit: Emit) -> Job:
             job = Job(
@@ -193,15 +134,6 @@ class Ct2Engine(Engine):
 
         async for event in bridge(start, scheduler.cancel):
             yield event
-
-    async def close(self) -> None:
-        scheduler, model = self.scheduler, self.model
-        self.scheduler, self.model = None, None
-        if scheduler is not None:
-            await asyncio.to_thread(scheduler.close)
-        if model is not None:
-            model.close()
-        self.state = "closed"
 
 
 def warm_up(model: Ct2Model) -> None:

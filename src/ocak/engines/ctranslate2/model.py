@@ -132,6 +132,11 @@ class Ct2Model:
         probe = self.tokenizer.encode("a", add_special_tokens=True).ids
         return bool(probe) and probe[0] == self.bos_id
 
+    @property
+    def start_token(self) -> int | None:
+        """The token an empty prompt starts with (BOS), or None."""
+        return self.bos_id
+
     def tokenize(self, text: str, *, add_special: bool = True) -> list[int]:
         """Token ids of ``text``; special tokens written in the text are parsed as such."""
         add = add_special and not (self.bos_text and text.startswith(self.bos_text))

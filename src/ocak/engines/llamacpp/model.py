@@ -110,6 +110,11 @@ class LlamaModel:
         # llama.cpp describes a model as "<arch> <size> <type>", e.g. "llama 256M Q4_1".
         self.quantization = self.description.rsplit(" ", 1)[-1] or None
 
+    @property
+    def start_token(self) -> int | None:
+        """The token an empty prompt starts with (BOS), or None."""
+        return self.bos if self.bos >= 0 else None
+
     def _desc(self) -> str:
         buf = ctypes.create_string_buffer(256)
         n = C.llama_model_desc(self.ptr, buf, len(buf))
