@@ -9,8 +9,10 @@ stats and closing for both the llama.cpp and the CTranslate2 engine.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
+import threading
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -18,7 +20,14 @@ from typing import Any, Generic, Protocol, TypeVar
 
 from ocak.engines.base import Engine, EngineStats, ModelInfo
 from ocak.engines.chat_template import ChatTemplate
-from ocak.errors import ContextLengthExceeded, EngineError, InvalidRequest, OcakError, QueueFull
+from ocak.errors import (
+    ContextLengthExceeded,
+    EngineError,
+    InvalidRequest,
+    OcakError,
+    QueueFull,
+    Unavailable,
+)
 from ocak.protocol.generation import Finished, GenerationRequest, TextDelta
 
 Event = TextDelta | Finished | OcakError
@@ -198,3 +207,68 @@ class ThreadedEngine(Engine, Generic[M, S]):
         if model is not None:
             model.close()
         self.state = "closed"
+
+
+class QueuedJob(Protocol):
+    """A job a decode thread runs: it can be cancelled and it emits its events."""
+
+    cancelled: bool
+
+    def emit(self, event: Event) -> None: ...
+
+
+Q = TypeVar("Q", bound=QueuedJob)
+
+
+class JobQueue(Generic[Q]):
+    """The waiting queue and its lock, with the submit, cancel and stats every scheduler
+    offers the event loop; a scheduler says how many jobs run and how many may."""
+
+    def __init__(self, max_queue: int) -> None:
+        self.max_queue = max_queue
+        self.waiting: collections.deque[Q] = collections.deque()
+        self.cond = threading.Condition()
+        self.running = True
+
+    def running_jobs(self) -> int:
+        """Jobs decoding now (called with ``cond`` held)."""
+        raise NotImplementedError
+
+    def capacity(self) -> int:
+        """Jobs that may decode at once."""
+        raise NotImplementedError
+
+    def submit(self, job: Q) -> None:
+        """Queue a job; 503 while shutting down, 429 when the queue is full."""
+        with self.cond:
+            if not self.running:
+                raise Unavailable("The engine is shutting down.")
+            running = self.running_jobs()
+            if running + len(self.waiting) >= self.capacity() + self.max_queue:
+                raise queue_full(running, len(self.waiting), self.max_queue)
+            self.waiting.append(job)
+            self.cond.notify()
+
+    def cancel(self, job: Q) -> None:
+        """Stop a job: dropped from the queue, or stopped before its next step."""
+        job.cancelled = True
+        with self.cond:
+            self.cond.notify()
+
+    def stats(self) -> EngineStats:
+        with self.cond:
+            return EngineStats(
+                active=self.running_jobs(), queued=len(self.waiting), slots=self.capacity()
+            )
+
+    def stop_accepting(self) -> list[Q]:
+        """Refuse new jobs and take the waiting ones out (call with ``cond`` held)."""
+        self.running = False
+        self.cond.notify_all()
+        waiting, self.waiting = list(self.waiting), collections.deque()
+        return waiting
+
+    @staticmethod
+    def refuse(jobs: list[Q]) -> None:
+        for job in jobs:
+            job.emit(Unavailable("The engine shut down before this request ran."))

@@ -32,10 +32,9 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-from ocak.engines.base import EngineStats
 from ocak.engines.ctranslate2.model import Ct2Model, release_seed
 from ocak.engines.text import StopMatcher
-from ocak.engines.threaded import Emit, queue_full
+from ocak.engines.threaded import Emit, JobQueue
 from ocak.errors import EngineError, OcakError, Unavailable
 from ocak.protocol.generation import Finished, FinishReason, TextDelta, Usage
 
@@ -74,7 +73,7 @@ class Job:
         return ("sample", self.temperature, self.top_p)
 
 
-class Scheduler:
+class Scheduler(JobQueue[Job]):
     """Groups jobs into batches and runs them on the model's CTranslate2 workers."""
 
     def __init__(
@@ -88,17 +87,14 @@ class Scheduler:
     ) -> None:
         if batching not in BATCHING:
             raise ValueError(f"batching must be one of {', '.join(BATCHING)}, not {batching!r}")
+        super().__init__(max_queue)
         self.model = model
         self.batching = batching
         self.max_batch = max_batch
-        self.max_queue = max_queue
         self.gather_window = gather_window
         self.workers = model.workers
-        self.waiting: collections.deque[Job] = collections.deque()
         self.active: set[Job] = set()
         self.in_flight = 0
-        self.cond = threading.Condition()
-        self.running = True
         self.batches = 0
         self.released = 0.0
         self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="ocak-ct2-batch")
@@ -107,39 +103,18 @@ class Scheduler:
 
     # -- called from the event loop -------------------------------------------------
 
-    def submit(self, job: Job) -> None:
-        with self.cond:
-            if not self.running:
-                raise Unavailable("The engine is shutting down.")
-            capacity = self.max_batch * self.workers
-            if len(self.active) + len(self.waiting) >= capacity + self.max_queue:
-                raise queue_full(len(self.active), len(self.waiting), self.max_queue)
-            self.waiting.append(job)
-            self.cond.notify()
+    def running_jobs(self) -> int:
+        return len(self.active)
 
-    def cancel(self, job: Job) -> None:
-        """Stop a job: dropped from the queue, or stopped at its next decoding step."""
-        job.cancelled = True
-        with self.cond:
-            self.cond.notify()
-
-    def stats(self) -> EngineStats:
-        with self.cond:
-            return EngineStats(
-                active=len(self.active),
-                queued=len(self.waiting),
-                slots=self.max_batch * self.workers,
-            )
+    def capacity(self) -> int:
+        return self.max_batch * self.workers
 
     def close(self) -> None:
         with self.cond:
-            self.running = False
-            self.cond.notify()
-            waiting, self.waiting = list(self.waiting), collections.deque()
+            waiting = self.stop_accepting()
             for job in self.active:
                 job.cancelled = True  # running batches stop at their next step
-        for job in waiting:
-            job.emit(Unavailable("The engine shut down before this request ran."))
+        self.refuse(waiting)
         self._thread.join(timeout=30)
         self._pool.shutdown(wait=True)
 

@@ -34,11 +34,10 @@ from typing import Any
 
 import llama_cpp as C
 
-from ocak.engines.base import EngineStats
 from ocak.engines.llamacpp.model import LlamaModel
 from ocak.engines.llamacpp.sampling import LogitsMask, Sampler, SamplingParams, logits_view
 from ocak.engines.text import StopMatcher, Utf8Stream
-from ocak.engines.threaded import Emit, queue_full
+from ocak.engines.threaded import Emit, JobQueue
 from ocak.errors import EngineError, OcakError, Unavailable
 from ocak.models.gguf_header import kv_shape
 from ocak.protocol.generation import Finished, FinishReason, TextDelta, Usage
@@ -148,7 +147,7 @@ def common_prefix(a: list[int], b: list[int]) -> int:
     return i
 
 
-class Scheduler:
+class Scheduler(JobQueue[Job]):
     """Owns one llama.cpp context with ``parallel`` sequences of ``ctx_size`` tokens."""
 
     def __init__(
@@ -161,10 +160,10 @@ class Scheduler:
         max_queue: int,
         prefill_chunk: int,
     ) -> None:
+        super().__init__(max_queue)
         self.model = model
         self.parallel = parallel
         self.ctx_size = ctx_size
-        self.max_queue = max_queue
         self.prefill_chunk = prefill_chunk
         self.n_batch = max(512, prefill_chunk, parallel)
         params = C.llama_context_default_params()
@@ -188,44 +187,23 @@ class Scheduler:
         self.mem = C.llama_get_memory(self.ctx)
         self.batch = C.llama_batch_init(self.n_batch, 0, 1)
         self.slots = [Slot(i) for i in range(parallel)]
-        self.waiting: collections.deque[Job] = collections.deque()
-        self.cond = threading.Condition()
-        self.running = True
         self.decode_steps = 0
         self._thread = threading.Thread(target=self._run, name="ocak-llamacpp", daemon=True)
         self._thread.start()
 
     # -- called from the event loop -------------------------------------------------
 
-    def submit(self, job: Job) -> None:
-        with self.cond:
-            if not self.running:
-                raise Unavailable("The engine is shutting down.")
-            active = sum(1 for s in self.slots if s.job is not None)
-            if active + len(self.waiting) >= self.parallel + self.max_queue:
-                raise queue_full(self.parallel, len(self.waiting), self.max_queue)
-            self.waiting.append(job)
-            self.cond.notify()
+    def running_jobs(self) -> int:
+        return sum(1 for s in self.slots if s.job is not None)
 
-    def cancel(self, job: Job) -> None:
-        """Stop a job; its slot is freed before the next decode step."""
-        job.cancelled = True
-        with self.cond:
-            self.cond.notify()
-
-    def stats(self) -> EngineStats:
-        with self.cond:
-            active = sum(1 for s in self.slots if s.job is not None)
-            return EngineStats(active=active, queued=len(self.waiting), slots=self.parallel)
+    def capacity(self) -> int:
+        return self.parallel
 
     def close(self) -> None:
         with self.cond:
-            self.running = False
-            self.cond.notify()
+            waiting = self.stop_accepting()
         self._thread.join(timeout=30)
-        for job in list(self.waiting):
-            job.emit(Unavailable("The engine shut down before this request ran."))
-        self.waiting.clear()
+        self.refuse(waiting)
         for slot in self.slots:
             if slot.job is not None:
                 self._fail(slot.job, Unavailable("The engine shut down during this request."))
