@@ -97,7 +97,11 @@ class Settings(BaseSettings):
         "a GPU that cannot run is refused, not skipped), cpu or cuda.",
     )
     ct2_workers: int = Field(
-        1, ge=1, le=64, description="CTranslate2 batches run at once (the threads are split)."
+        1,
+        ge=1,
+        le=64,
+        description="CTranslate2 batches run at once (the threads are split); one by "
+        "default, see bench/ct2.py for the measurement.",
     )
     ct2_batching: Literal["exact", "similar"] = Field(
         "exact",

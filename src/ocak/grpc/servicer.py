@@ -30,7 +30,7 @@ from ocak.grpc import convert
 from ocak.grpc.auth import authenticate, bearer_token
 from ocak.grpc.status import status_code, trailers
 from ocak.grpc.v1 import ocak_pb2 as pb
-from ocak.protocol.generation import Finished, GenerationEvent, TextDelta
+from ocak.protocol.generation import Finished, TextDelta
 from ocak.protocol.openai import ChatCompletionRequest, CompletionRequest
 from ocak.protocol.record import RequestRecord, run_sinks
 from ocak.providers.base import Endpoint
@@ -42,7 +42,6 @@ log = logging.getLogger("ocak.grpc")
 SERVICE = pb.DESCRIPTOR.services_by_name["Ocak"].full_name  # "ocak.v1.Ocak"
 Context = aio.ServicerContext[Any, Any]
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
-Events = AsyncIterator[GenerationEvent]
 
 
 class OcakServicer:
@@ -103,7 +102,7 @@ class OcakServicer:
         serving.admit(call, body)
         body.stream = True  # a gRPC answer is always a stream
         served = await serving.serve(call, body, endpoint)
-        primed = await serving.events(call, served.result)
+        primed = await serving.events(served.result, call.record)
         async for event in primed.events():
             if isinstance(event, TextDelta):
                 await context.write(piece(event.text))

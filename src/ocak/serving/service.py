@@ -23,7 +23,8 @@ from ocak.gateway.generation import chat_payload, remote_events
 from ocak.gateway.router import Alias, Router, Served, Target
 from ocak.protocol.generation import GenerationEvent, GenerationRequest
 from ocak.protocol.openai import ChatCompletionRequest
-from ocak.providers.base import Call, Endpoint, Locality, Upstream, UpstreamReply, UpstreamStream
+from ocak.protocol.record import RequestRecord
+from ocak.providers.base import Call, Endpoint, Locality, Upstream, UpstreamReply
 from ocak.providers.errors import TargetCannot
 from ocak.serving.admission import KeyChecks, ModelRequest, admit
 from ocak.serving.context import CallContext
@@ -90,6 +91,19 @@ def generation_params(request: GenerationRequest, target: Target) -> GenerationR
 OnServed = Callable[[Served[Any]], None]
 
 
+async def send(
+    target: Target, payload: dict[str, Any], endpoint: Endpoint, stream: bool, local_only: bool
+) -> Upstream:
+    """``payload`` to a remote target's provider, unless the provider says it cannot take it
+    (``TargetCannot``: the router goes on to the next target)."""
+    assert target.provider is not None and target.model is not None
+    call = Call(payload, endpoint, stream, target.timeouts, local_only)
+    reason = target.provider.unsupported(call)
+    if reason is not None:
+        raise TargetCannot(reason)
+    return await target.provider.send(target.model, call)
+
+
 class ModelServing:
     """The one entry for model requests (see the module doc)."""
 
@@ -130,29 +144,27 @@ class ModelServing:
                 else:
                     plan = ChatPlan(mine.to_generation_request())
                 return await prime(plan.wrap(engine.generate(plan.request)), record), "local"
-            assert target.provider is not None and target.model is not None
             record.backend, record.locality = target.name, None
             if client_json is None:
                 client_json = await raw() if raw else body.model_dump(exclude_unset=True)
             payload = remote_payload(client_json, body, target)
-            call = Call(payload, endpoint, bool(body.stream), target.timeouts, ctx.local_only)
-            reason = target.provider.unsupported(call)
-            if reason is not None:
-                raise TargetCannot(reason)
-            upstream = await target.provider.send(target.model, call)
+            upstream = await send(target, payload, endpoint, bool(body.stream), ctx.local_only)
             return upstream, upstream.locality
 
         served = await self.router.run(body.model, attempt, local_only=ctx.local_only)
         record.locality = served.locality
         return served
 
-    async def events(self, ctx: CallContext, result: Primed | Upstream) -> Primed:
-        """A served result as engine events, for edges that do not pass upstream JSON on."""
+    async def events(
+        self, result: Primed | Upstream, record: RequestRecord | None = None
+    ) -> Primed:
+        """A served result as engine events, for callers that do not pass upstream JSON on
+        (gRPC, character turns); a remote stream's events fill ``record``."""
         if isinstance(result, Primed):
             return result
-        if isinstance(result, UpstreamReply):  # pragma: no cover - edges ask for streams
+        if isinstance(result, UpstreamReply):  # pragma: no cover - such callers ask for streams
             raise TargetCannot("the provider answered a stream request with one reply")
-        return await prime(remote_events(result), ctx.record)
+        return await prime(remote_events(result), record)
 
     async def generate(
         self,
@@ -164,35 +176,24 @@ class ModelServing:
         """Engine events for an engine-shaped request (character turns, summaries), from the
         first target that answers, with the alias's params applied as in ``serve``."""
 
-        async def attempt(target: Target) -> tuple[Primed | UpstreamStream, Locality]:
+        async def attempt(target: Target) -> tuple[Primed | Upstream, Locality]:
             mine = generation_params(request, target)
             if target.engine is not None:
                 engine = self.engines.get(target.engine)
                 return await prime(engine.generate(replace(mine, model=target.engine))), "local"
-            assert target.provider is not None and target.model is not None
             payload = chat_payload(mine)
             for k, v in target.params.items():  # provider-specific ones (Replicate's input)
                 if k not in _GENERATION_DEFAULTS:
                     payload.setdefault(k, v)
-            call = Call(payload, "chat", True, target.timeouts, local_only)
-            reason = target.provider.unsupported(call)
-            if reason is not None:
-                raise TargetCannot(reason)
-            upstream = await target.provider.send(target.model, call)
-            if isinstance(upstream, UpstreamReply):  # pragma: no cover - asked for a stream
-                raise TargetCannot("the provider answered a stream request with one reply")
+            upstream = await send(target, payload, "chat", True, local_only)
             return upstream, upstream.locality
 
         served = await self.router.run(request.model, attempt, local_only=local_only)
         if on_served is not None:
             on_served(served)
-        result = served.result
-        events = result.events() if isinstance(result, Primed) else remote_events(result)
-        try:
-            async for event in events:
-                yield event
-        finally:
-            await events.aclose()  # type: ignore[attr-defined]
+        primed = await self.events(served.result)
+        async for event in primed.events():
+            yield event
 
     def served_backend(self, served: Served[Any]) -> tuple[str, Locality]:
         """The usage record's backend and locality for the target that served."""

@@ -28,9 +28,6 @@ from ocak.protocol.generation import GenerationEvent, GenerationRequest
 
 log = logging.getLogger("ocak.ctranslate2")
 
-# Batches run one at a time by default; see bench/ct2.py for the measurement.
-DEFAULT_WORKERS = 1
-
 # What this engine does not do, and why (the README's support table says the same).
 PENALTY_WHY = (
     "the CTranslate2 engine has no additive presence/frequency penalties "
