@@ -10,10 +10,12 @@ nothing does.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from ocak.errors import InvalidRequest
 from ocak.store.db import Database
 
-# (table, what a row is) in the order they are counted and deleted.
+# (table, what a row is), in the order ``describe`` names them.
 PLAYER_TABLES = (
     ("sessions", "sessions"),
     ("members", "session memberships"),
@@ -24,33 +26,35 @@ PLAYER_TABLES = (
     ("memories", "memories"),
 )
 _SESSIONS = "SELECT id FROM sessions WHERE player_id = ?"
-_COUNT = {
-    "sessions": "SELECT count(*) FROM sessions WHERE player_id = ?",
-    "members": f"SELECT count(*) FROM members WHERE session_id IN ({_SESSIONS})",
-    "turns": f"SELECT count(*) FROM turns WHERE session_id IN ({_SESSIONS})",
-    "witnesses": "SELECT count(*) FROM witnesses WHERE turn_id IN "
-    f"(SELECT id FROM turns WHERE session_id IN ({_SESSIONS}))",
-    "summaries": f"SELECT count(*) FROM summaries WHERE session_id IN ({_SESSIONS})",
-    "relationships": "SELECT count(*) FROM relationships WHERE player_id = ?",
-    "memories": "SELECT count(*) FROM memories WHERE player_id = ?",
+# Which rows of each table are the player's (each condition takes the player id once).
+_WHERE = {
+    "sessions": "player_id = ?",
+    "members": f"session_id IN ({_SESSIONS})",
+    "turns": f"session_id IN ({_SESSIONS})",
+    "witnesses": f"turn_id IN (SELECT id FROM turns WHERE session_id IN ({_SESSIONS}))",
+    "summaries": f"session_id IN ({_SESSIONS})",
+    "relationships": "player_id = ?",
+    "memories": "player_id = ?",
 }
-_DELETE = (
-    # witnesses, members and turns go with their session (ON DELETE CASCADE); summaries
-    # have no foreign key, so they go first, by session.
-    f"DELETE FROM summaries WHERE session_id IN ({_SESSIONS})",
-    "DELETE FROM witnesses WHERE turn_id IN "
-    f"(SELECT id FROM turns WHERE session_id IN ({_SESSIONS}))",
-    f"DELETE FROM turns WHERE session_id IN ({_SESSIONS})",
-    f"DELETE FROM members WHERE session_id IN ({_SESSIONS})",
-    "DELETE FROM sessions WHERE player_id = ?",
-    "DELETE FROM relationships WHERE player_id = ?",
-    "DELETE FROM memories WHERE player_id = ?",
+# Rows found through a session go before the sessions (summaries have no foreign key).
+_DELETE_ORDER = (
+    "summaries",
+    "witnesses",
+    "turns",
+    "members",
+    "sessions",
+    "relationships",
+    "memories",
 )
+
+
+def _counts(run: Callable[[str], int]) -> dict[str, int]:
+    return {t: run(f"SELECT count(*) FROM {t} WHERE {w}") for t, w in _WHERE.items()}
 
 
 def player_data(db: Database, player_id: str) -> dict[str, int]:
     """How many rows of each kind the characters store holds about ``player_id``."""
-    return {table: int(db.execute(sql, (player_id,))[0][0]) for table, sql in _COUNT.items()}
+    return _counts(lambda sql: int(db.execute(sql, (player_id,))[0][0]))
 
 
 def delete_player(db: Database, player_id: str) -> dict[str, int]:
@@ -58,12 +62,9 @@ def delete_player(db: Database, player_id: str) -> dict[str, int]:
     if not player_id.strip():
         raise InvalidRequest("a player id is needed", param="player_id")
     with db.transaction() as conn:
-        counts = {
-            table: int(conn.execute(sql, (player_id,)).fetchone()[0])
-            for table, sql in _COUNT.items()
-        }
-        for statement in _DELETE:
-            conn.execute(statement, (player_id,))
+        counts = _counts(lambda sql: int(conn.execute(sql, (player_id,)).fetchone()[0]))
+        for table in _DELETE_ORDER:
+            conn.execute(f"DELETE FROM {table} WHERE {_WHERE[table]}", (player_id,))
     return counts
 
 
