@@ -167,7 +167,7 @@ class Settings(BaseSettings):
 
     @field_validator("model", "allowed_hosts", "allowed_origins", mode="before")
     @classmethod
-    def _split_models(cls, v: Any) -> Any:
+    def _split_lists(cls, v: Any) -> Any:
         if isinstance(v, str):
             return [part.strip() for part in v.split(",") if part.strip()]
         return v
@@ -190,15 +190,11 @@ class Settings(BaseSettings):
         """Settings from an optional YAML file, the environment and explicit overrides."""
         file_values: dict[str, Any] = read_yaml(path) if path else {}
         lines = yaml_lines(path) if path else {}
-        try:
-            env_values = cls().model_dump(exclude_unset=True)
-        except ValidationError as exc:  # an OCAK_* variable with a bad value
-            raise ConfigError(
-                "in the environment (OCAK_* variables): " + describe_validation_error(exc, None)
-            ) from exc
+        env_values = _from_environment(cls, "OCAK_*")
         merged = {**file_values, **env_values}
         if isinstance(file_values.get("characters"), dict):  # OCAK_CHARACTERS_* over the file's
-            merged["characters"] = {**file_values["characters"], **_env_characters()}
+            env_characters = _from_environment(CharacterSettings, "OCAK_CHARACTERS_*")
+            merged["characters"] = {**file_values["characters"], **env_characters}
         merged.update({k: v for k, v in overrides.items() if v is not None})
         try:
             settings = cls(**merged)
@@ -212,13 +208,13 @@ class Settings(BaseSettings):
         return ConfigError(_located(loc, message, self._source, self._lines))
 
 
-def _env_characters() -> dict[str, Any]:
+def _from_environment(kind: type[BaseSettings], variables: str) -> dict[str, Any]:
+    """The values ``kind`` reads from its environment variables; a bad one is a ConfigError."""
     try:
-        return CharacterSettings().model_dump(exclude_unset=True)
+        return kind().model_dump(exclude_unset=True)
     except ValidationError as exc:
         raise ConfigError(
-            "in the environment (OCAK_CHARACTERS_* variables): "
-            + describe_validation_error(exc, None)
+            f"in the environment ({variables} variables): " + describe_validation_error(exc, None)
         ) from exc
 
 
