@@ -32,6 +32,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ocak.errors import OcakError, PermissionDenied, UnsupportedMediaType
 from ocak.protocol.record import RequestRecord
+from ocak.server.auth import is_loopback
 from ocak.server.errors import error_response
 
 BROWSER_BODY_TYPES = (
@@ -49,13 +50,10 @@ PREFLIGHT_MAX_AGE = "600"
 
 
 def _loopback_name(host: str) -> bool:
+    """A loopback address or ``localhost``, as the exposure check says, and also the
+    ``*.localhost`` names that resolve to loopback by definition (RFC 6761)."""
     host = host.strip("[]").rstrip(".").lower()
-    if host == "localhost" or host.endswith(".localhost"):
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
+    return host.endswith(".localhost") or is_loopback(host)
 
 
 def _ip_literal(host: str) -> bool:
@@ -109,10 +107,6 @@ class WebPolicy:
         if host_header and parts.netloc == host_header.strip().lower():
             return True  # same origin: the console, served by this server
         return parts.scheme in ("http", "https") and _loopback_name(parts.hostname or "")
-
-
-def _refuse(exc: OcakError) -> Response:
-    return error_response(exc)
 
 
 class WebGuard:
@@ -204,4 +198,4 @@ class WebGuard:
             # Closing before accepting makes the server answer the upgrade with 403.
             await send({"type": "websocket.close", "code": 1008, "reason": exc.message[:120]})
             return
-        await _refuse(exc)(scope, receive, send)
+        await error_response(exc)(scope, receive, send)
