@@ -9,7 +9,7 @@ from rich.table import Table
 from ocak.cli.convert import convert
 from ocak.config import Settings
 from ocak.models.source import stored_quantization
-from ocak.models.store import available
+from ocak.models.store import available, disk_size
 
 app = typer.Typer(help="Manage models.", no_args_is_help=True)
 app.command("convert")(convert)
@@ -19,15 +19,6 @@ def _size(path_size: int) -> str:
     return f"{path_size / 2**20:.0f} MiB"
 
 
-def _disk_size(path: object) -> int:
-    from pathlib import Path
-
-    p = Path(str(path))
-    if p.is_file():
-        return p.stat().st_size
-    return sum(f.stat().st_size for f in p.rglob("*") if f.is_file())
-
-
 @app.command("list")
 def list_models() -> None:
     """Models available without a download: the embedded default and the store."""
@@ -35,6 +26,6 @@ def list_models() -> None:
     table = Table("id", "engine", "quantization", "size", "path")
     for spec in available(settings.model_dir):
         quant = stored_quantization(spec.path, spec.engine) or "?"
-        table.add_row(spec.id, spec.engine, quant, _size(_disk_size(spec.path)), str(spec.path))
+        table.add_row(spec.id, spec.engine, quant, _size(disk_size(spec.path)), str(spec.path))
     Console().print(table)
     Console(stderr=True).print(f"model store: {settings.model_dir}", highlight=False)

@@ -45,6 +45,13 @@ def default_model_path() -> Path:
     return path
 
 
+def disk_size(path: Path) -> int:
+    """Bytes a model takes on disk: its file, or every file of its folder."""
+    if path.is_file():
+        return path.stat().st_size
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+
+
 def engine_for(path: Path) -> str:
     """Which engine reads the model at ``path``."""
     if path.is_dir() and (path / "model.bin").is_file():

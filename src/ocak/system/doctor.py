@@ -22,7 +22,7 @@ from ocak.config import Settings
 from ocak.errors import OcakError
 from ocak.models.gguf_header import kv_shape, read_metadata
 from ocak.models.hardware import CudaStatus, detect_cuda, memory
-from ocak.models.store import ModelSpec, resolve
+from ocak.models.store import ModelSpec, disk_size, resolve
 from ocak.system.cpu import CpuInfo, read_cpu
 from ocak.system.llama_build import NO_AMX_FLAGS, Probe, assess, probe
 
@@ -167,12 +167,6 @@ def check_storage(report: Report, settings: Settings) -> None:
         )
 
 
-def _model_bytes(spec: ModelSpec) -> int:
-    if spec.path.is_file():
-        return spec.path.stat().st_size
-    return sum(f.stat().st_size for f in spec.path.rglob("*") if f.is_file())
-
-
 def check_serve(report: Report, settings: Settings, available: int) -> list[ModelSpec]:
     """What ``serve`` would load, and whether it fits in the memory there is."""
     section = report.sections.setdefault("serve would load", {})
@@ -191,7 +185,7 @@ def check_serve(report: Report, settings: Settings, available: int) -> list[Mode
             )
             continue
         specs.append(spec)
-        weights = _model_bytes(spec)
+        weights = disk_size(spec.path)
         line = f"{spec.engine}, {spec.path} ({gib(weights)})"
         cache = 0
         if spec.engine == "llama.cpp":
