@@ -6,6 +6,7 @@ import asyncio
 import json
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -30,13 +31,20 @@ PACKET = json.dumps(
 Check = Callable[[httpx.AsyncClient], Awaitable[None]]
 
 
-def run_app(data_dir: Path, check: Check, *, client: tuple[str, int] = ("127.0.0.1", 5000)) -> None:
-    """Start the app on ``data_dir``, run ``check`` with a client calling from ``client``."""
+def run_app(
+    data_dir: Path,
+    check: Check,
+    *,
+    client: tuple[str, int] = ("127.0.0.1", 5000),
+    **settings: Any,
+) -> None:
+    """Start the app on ``data_dir`` (and ``settings``), run ``check`` with a client calling
+    from ``client``."""
 
     async def main() -> None:
         engine = FakeEngine("default", script=lambda r: PACKET, context_length=100_000)
         db = open_database(data_dir / "ocak.db")
-        app = create_app(Settings(data_dir=data_dir), EngineRegistry([engine]), db=db)
+        app = create_app(Settings(data_dir=data_dir, **settings), EngineRegistry([engine]), db=db)
         async with app.router.lifespan_context(app):
             while not app.state.ocak.engines.ready:
                 await asyncio.sleep(0.01)

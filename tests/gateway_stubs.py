@@ -29,6 +29,11 @@ from starlette.routing import Route
 
 from helpers import AppServer, ServerProcess
 from keys_helpers import create_key
+from ocak.config.gateway import ProviderConfig
+from ocak.gateway.router import RemoteTarget
+from ocak.providers.base import Http
+from ocak.providers.errors import Secrets
+from ocak.providers.openai_compat import OpenAICompatible
 
 TOKENS = ["Hel", "lo", ",", " wör", "ld", "!", " 🙂", "\n", "done"]
 
@@ -417,3 +422,11 @@ def hosted_gateway(data: Path, secret: str, *args: str) -> Iterator[HostedGatewa
     finally:
         server.stop()
         upstream.stop()
+
+
+def remote_target(name: str, model: str = "m", *, local: bool = False, **kw: Any) -> RemoteTarget:
+    """A target on an OpenAI-compatible provider that nothing listens for (for logic that
+    never sends): remote unless ``local``."""
+    config = ProviderConfig(type="openai", base_url="http://127.0.0.1:9/v1", local=local)
+    provider = OpenAICompatible(name, config, key=None, http=Http(), secrets=Secrets([]))
+    return RemoteTarget(name=name, provider=provider, model=model, **kw)

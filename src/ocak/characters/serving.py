@@ -16,7 +16,7 @@ from typing import Any, Protocol
 
 from ocak.engines.base import Engine
 from ocak.engines.registry import EngineRegistry
-from ocak.gateway.router import Served
+from ocak.gateway.router import LocalTarget, RemoteTarget, Served
 from ocak.protocol.generation import GenerationEvent, GenerationRequest
 from ocak.serving.service import ModelServing
 
@@ -80,12 +80,13 @@ def serving_resolver(serving: ModelServing) -> ModelResolver:
         alias = router.resolve(model_id)  # ModelNotFound for an unknown name
         if alias.direct:
             return local(model_id)
-        local_targets = [engines.find(t.engine) for t in alias.targets if t.engine]
+        local_ids = [t.engine for t in alias.targets if isinstance(t, LocalTarget)]
+        local_targets = [engines.find(name) for name in local_ids]
         ready = [e for e in local_targets if e is not None and e.state == "ready"]
         # Budgets need a token count before the answer: the first local target's tokenizer
         # (exact when it serves), else any ready engine's, else about four characters a token.
         counter_engine = ready[0] if ready else next(iter(engines.ready), None)
-        remote = any(t.engine is None for t in alias.targets)
+        remote = any(isinstance(t, RemoteTarget) for t in alias.targets)
         windows = [e.info().context_length for e in ready]
         model = ServingModel(
             model_id=model_id,

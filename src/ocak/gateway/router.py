@@ -21,9 +21,9 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
+from ocak.config.gateway import RoutingConfig, Timeouts
 from ocak.engines.registry import EngineRegistry
 from ocak.errors import ModelNotFound, OcakError, Unavailable
-from ocak.gateway.config import RoutingConfig, Timeouts
 from ocak.providers.base import Locality, LocalityClass, Provider
 from ocak.providers.errors import LocalityRefused, TargetCannot, UpstreamTimeout, falls_back
 
@@ -94,26 +94,43 @@ def backoff(
     return ceiling / 2 + rng.uniform(0, ceiling / 2)  # "equal jitter": never zero
 
 
-@dataclass(eq=False)
-class Target:
-    """One place an alias can be served: a local engine, or a provider's model."""
+@dataclass(eq=False, kw_only=True)
+class _Target:
+    """What every target has: its name, place in the order, params, timeouts and retries."""
 
     name: str  # what x-ocak-backend says: "local/default", "groq/llama-3.3-70b-versatile"
-    rank: int
+    rank: int = 0
     weight: float = 1.0
-    params: dict[str, Any] = field(default_factory=dict)
+    params: dict[str, Any] = field(default_factory=dict)  # for fields the client did not set
     timeouts: Timeouts = field(default_factory=Timeouts)
     retries: int = 0
-    engine: str | None = None
-    provider: Provider | None = None
-    model: str | None = None
     breaker: Breaker | None = None
+
+
+@dataclass(eq=False, kw_only=True)
+class LocalTarget(_Target):
+    """A local engine, by its model id."""
+
+    engine: str
 
     @property
     def locality(self) -> LocalityClass:
-        if self.engine is not None:
-            return "local"
-        return "remote" if self.provider is None else self.provider.locality
+        return "local"
+
+
+@dataclass(eq=False, kw_only=True)
+class RemoteTarget(_Target):
+    """A provider's model; local only when the provider says or proves so."""
+
+    provider: Provider
+    model: str
+
+    @property
+    def locality(self) -> LocalityClass:
+        return self.provider.locality
+
+
+Target = LocalTarget | RemoteTarget
 
 
 @dataclass(eq=False)
@@ -167,7 +184,7 @@ class Router:
             raise ModelNotFound(name)
         alias = self._direct.get(name)
         if alias is None:
-            target = Target(f"local/{name}", rank=0, engine=name)
+            target = LocalTarget(name=f"local/{name}", engine=name)
             alias = self._direct[name] = Alias(name, [target], direct=True)
         return alias
 
@@ -209,17 +226,19 @@ class Router:
             if breaker is not None and not breaker.allow():
                 cooling.append(target)
                 continue
-            if local_only and target.locality == "verify":
-                assert target.provider is not None and target.model is not None
-                if not await target.provider.verify_local(target.model, target.timeouts):
-                    if breaker is not None:
-                        breaker.release()
-                    unverified.append(target)
-                    log.warning(
-                        "%s did not prove it is local; skipped for a local-only request",
-                        target.name,
-                    )
-                    continue
+            if (
+                isinstance(target, RemoteTarget)
+                and local_only
+                and target.locality == "verify"
+                and not await target.provider.verify_local(target.model, target.timeouts)
+            ):
+                if breaker is not None:
+                    breaker.release()
+                unverified.append(target)
+                log.warning(
+                    "%s did not prove it is local; skipped for a local-only request", target.name
+                )
+                continue
             served, failure = await self._try(target, attempt, alias)
             if served is not None:
                 return served

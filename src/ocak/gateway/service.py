@@ -14,14 +14,14 @@ import os
 from collections.abc import Callable, Mapping
 
 from ocak.config import Settings
+from ocak.config.gateway import ProviderConfig
+from ocak.config.presets import PRESETS
 from ocak.engines.registry import EngineRegistry
-from ocak.gateway.config import ProviderConfig
-from ocak.gateway.router import Alias, Breaker, Router, Target
+from ocak.gateway.router import Alias, Breaker, LocalTarget, RemoteTarget, Router, Target
 from ocak.plugins import Registry
 from ocak.providers.base import Http, Provider, is_loopback_url
 from ocak.providers.errors import Secrets
 from ocak.providers.openai_compat import OpenAICompatible
-from ocak.providers.presets import PRESETS
 
 # Provider types by name: entry points of the group "ocak.providers" (pyproject.toml).
 PROVIDERS: Registry[Callable[..., Provider]] = Registry("ocak.providers")
@@ -100,8 +100,8 @@ def build_gateway(
                     raise settings.config_error(
                         (*at, "local"), f"no local model '{tc.local}' (served: {served})"
                     )
-                target = Target(
-                    f"local/{tc.local}",
+                target: Target = LocalTarget(
+                    name=f"local/{tc.local}",
                     rank=rank,
                     weight=tc.weight,
                     params=dict(tc.params),
@@ -136,8 +136,8 @@ def build_gateway(
                     )
                     alias.skipped.append(name)
                     continue
-                target = Target(
-                    name,
+                target = RemoteTarget(
+                    name=name,
                     rank=rank,
                     weight=tc.weight,
                     params=dict(tc.params),

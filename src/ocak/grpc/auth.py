@@ -1,6 +1,6 @@
 """API keys at the gRPC edge: the same keys, checks and limits as HTTP.
 
-The hook is the app's key checker, ``AppState.auth`` (``ocak.server.auth``'s
+The hook is the app's key checker, ``Services.auth`` (``ocak.server.auth``'s
 ``Authenticator``, issue 6); a call's key is the bearer token of its
 ``authorization: Bearer <key>`` metadata. Every call is authenticated first,
 ``ListModels`` included (``AuthenticationError``: UNAUTHENTICATED when keys are
@@ -21,7 +21,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from ocak.protocol.record import RequestRecord
-from ocak.server.state import AppState
+from ocak.server.services import Services
 from ocak.store.keys import KeyInfo
 
 
@@ -38,7 +38,7 @@ def bearer_token(metadata: Iterable[tuple[str, Any]] | None) -> str | None:
     return None
 
 
-def authenticate(state: AppState, token: str | None, record: RequestRecord) -> KeyInfo | None:
+def authenticate(state: Services, token: str | None, record: RequestRecord) -> KeyInfo | None:
     """The caller's key (None when keys are off); raises AuthenticationError."""
     key = state.auth.authenticate(token)
     if key is not None:

@@ -1,6 +1,6 @@
 """The gRPC server: ``ocak.v1.Ocak``, ``grpc.health.v1.Health`` and server reflection.
 
-It runs on the HTTP server's event loop, over the same ``AppState`` (engines,
+It runs on the HTTP server's event loop, over the same ``Services`` (engines,
 sinks, auth hook), bound to the same host. The app's lifespan starts it before
 the models load and calls ``engines_changed`` once they have: health reports
 NOT_SERVING while loading and SERVING once a model is ready (as ``/health``
@@ -21,7 +21,7 @@ from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
 
 from ocak.grpc.servicer import SERVICE, OcakServicer, handlers
-from ocak.server.state import AppState
+from ocak.server.services import Services
 
 log = logging.getLogger("ocak.grpc")
 
@@ -54,7 +54,7 @@ def port_problem(host: str, port: int) -> str | None:
 class GrpcServer:
     """One grpc.aio server for an app; ``start``, ``engines_changed``, ``stop``."""
 
-    def __init__(self, state: AppState, host: str, port: int, *, grace: float = 10.0) -> None:
+    def __init__(self, state: Services, host: str, port: int, *, grace: float = 10.0) -> None:
         self.state = state
         self.host = host
         self.requested_port = port

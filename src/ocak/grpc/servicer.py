@@ -34,7 +34,7 @@ from ocak.protocol.generation import Finished, TextDelta
 from ocak.protocol.openai import ChatCompletionRequest, CompletionRequest
 from ocak.protocol.record import RequestRecord, run_sinks
 from ocak.providers.base import Endpoint
-from ocak.server.state import AppState, serving_of
+from ocak.server.services import Services
 from ocak.serving.context import CallContext
 
 log = logging.getLogger("ocak.grpc")
@@ -47,7 +47,7 @@ _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
 class OcakServicer:
     """The service's handlers, bound to one app's state (engines, sinks, auth hook)."""
 
-    def __init__(self, state: AppState) -> None:
+    def __init__(self, state: Services) -> None:
         self.state = state
         self.closing = False
         self._calls: set[asyncio.Task[Any]] = set()
@@ -81,7 +81,7 @@ class OcakServicer:
     ) -> pb.ListModelsResponse:
         """What HTTP's ``GET /v1/models`` lists: aliases and engines, only a key's own."""
         async with self._call(context, "ListModels", None, stream=False) as call:
-            found = serving_of(self.state).models(call.key)
+            found = self.state.serving.models(call.key)
             return pb.ListModelsResponse(models=[convert.model(m) for m in found])
 
     # -- shared machinery -------------------------------------------------------
@@ -98,7 +98,7 @@ class OcakServicer:
     ) -> None:
         """Through the serving layer as HTTP is (admission, alias params, fallback), then a
         message per piece of text and a last one with the finish reason and usage."""
-        serving = serving_of(self.state)
+        serving = self.state.serving
         serving.admit(call, body)
         body.stream = True  # a gRPC answer is always a stream
         served = await serving.serve(call, body, endpoint)

@@ -20,7 +20,7 @@ from urllib.parse import urlsplit
 
 import aiohttp
 
-from ocak.gateway.config import ProviderConfig, Timeouts
+from ocak.config.gateway import ProviderConfig, Timeouts
 from ocak.providers.errors import Secrets, UpstreamBroken
 
 Endpoint = Literal["chat", "completions"]

@@ -18,8 +18,9 @@ from typing import Any
 
 import aiohttp
 
+from ocak.config.gateway import Timeouts
+from ocak.config.presets import GENERIC, PRESETS, Preset
 from ocak.errors import OcakError
-from ocak.gateway.config import Timeouts
 from ocak.providers.base import (
     LOCALITY,
     REQUIRE_LOCALITY,
@@ -43,7 +44,6 @@ from ocak.providers.errors import (
     from_status,
     from_transport,
 )
-from ocak.providers.presets import GENERIC, PRESETS, Preset, translate
 from ocak.providers.sse import sse_batches
 
 _PATHS = {"chat": "/chat/completions", "completions": "/completions"}
@@ -224,3 +224,26 @@ def _stream_error(provider: str, error: Any, secrets: Secrets) -> OcakError:
 def _close(response: aiohttp.ClientResponse | None) -> None:
     if response is not None:
         response.close()
+
+
+def translate(payload: dict[str, Any], preset: Preset) -> dict[str, Any]:
+    """The request body this provider accepts; ``payload`` is not changed.
+
+    The one place a body is changed for a provider: drop what it rejects, name the token
+    limit the way it wants, leave everything else as the client sent it."""
+    out = dict(payload)
+    want = preset.max_tokens_param
+    if want == "max_tokens" and "max_completion_tokens" in out:
+        # max_completion_tokens supersedes max_tokens in OpenAI's API
+        out["max_tokens"] = out.pop("max_completion_tokens")
+    elif want == "max_completion_tokens" and "max_tokens" in out:
+        limit = out.pop("max_tokens")
+        out.setdefault("max_completion_tokens", limit)
+    drop = preset.drop_message_fields
+    messages = out.get("messages")
+    if drop and isinstance(messages, list):
+        out["messages"] = [
+            {k: v for k, v in m.items() if k not in drop} if isinstance(m, dict) else m
+            for m in messages
+        ]
+    return out

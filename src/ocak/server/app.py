@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
-import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
@@ -20,15 +19,13 @@ from fastapi import FastAPI
 from ocak import __version__
 from ocak.config import Settings
 from ocak.engines.registry import EngineRegistry
-from ocak.gateway.service import Gateway, build_gateway
+from ocak.gateway.service import Gateway
 from ocak.protocol.record import Sink
-from ocak.server import errors, services
+from ocak.server import errors, stack
 from ocak.server.middleware import AssumeJson
-from ocak.server.routes import admin, characters, chat, completions, health, models
-from ocak.server.routes.characters import close_characters
-from ocak.server.state import AppState
+from ocak.server.routes import admin, characters, chat, completions, health, metrics, models
+from ocak.server.services import Services, build_services
 from ocak.server.tracking import RequestTracking
-from ocak.serving.service import ModelServing
 from ocak.store.db import Database
 
 log = logging.getLogger("ocak.server")
@@ -45,10 +42,15 @@ def create_app(
     db: Database | None = None,
     gateway: Gateway | None = None,
 ) -> FastAPI:
-    state = AppState(settings=settings, engines=engines, started=time.time())
-    state.sinks = list(sinks or [])
-    # Aliases and providers from the settings (ConfigError names a bad reference's line).
-    state.gateway = gw = gateway or build_gateway(settings, engines)
+    """An app over services built here (tests: ``db`` None means no usage store)."""
+    services = build_services(settings, engines, db=db, sinks=sinks, gateway=gateway)
+    return app_for(services, on_fatal=on_fatal)
+
+
+def app_for(services: Services, *, on_fatal: FatalHook | None = None) -> FastAPI:
+    """The HTTP app over ``services``: it loads the engines in the background, starts gRPC
+    beside it when a port is set, and closes ``services`` at shutdown."""
+    settings, engines = services.settings, services.engines
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -57,7 +59,7 @@ def create_app(
             from ocak.grpc.server import GrpcServer  # gRPC only when asked for
 
             grpc = GrpcServer(
-                state, settings.host, settings.grpc_port, grace=settings.shutdown_timeout
+                services, settings.host, settings.grpc_port, grace=settings.shutdown_timeout
             )
             await grpc.start()  # health NOT_SERVING until the models below are loaded
 
@@ -79,9 +81,7 @@ def create_app(
             loader.cancel()
             if grpc is not None:
                 await grpc.stop()  # its streams end before the engines close
-            await engines.close_all()
-            await gw.close()  # the providers' shared HTTP client
-            close_characters(state)  # checkpoints characters.db's WAL into the file
+            await services.close()  # engines, providers' client, both databases
 
     app = FastAPI(
         title="ocak",
@@ -89,16 +89,12 @@ def create_app(
         description="Local-first LLM service with an OpenAI-compatible API.",
         lifespan=lifespan,
     )
-    app.state.ocak = state
+    app.state.ocak = services
     errors.install(app)
     app.add_middleware(AssumeJson)
-    # Keys, limits, usage records, metrics, request log, body limit (issue 6).
-    services.install(app, state, db)
-    state.serving = ModelServing(settings, state.auth, engines, gw.router)
-    if state.metrics is not None:  # aliases are model names too, in the metrics' labels
-        state.metrics.known = gw.knows
+    stack.install(app, services)  # keys, web guard, body limit, content capture
     # Outermost: sees every request, including ones other middleware refuse.
-    app.add_middleware(RequestTracking, sinks=state.sinks, late_sinks=state.late_sinks)
-    for module in (chat, completions, models, health, characters, admin):
+    app.add_middleware(RequestTracking, sinks=services.sinks, late_sinks=services.late_sinks)
+    for module in (chat, completions, models, health, characters, admin, metrics):
         app.include_router(module.router)
     return app

@@ -1,4 +1,5 @@
-"""``GET /metrics`` in Prometheus' text format, fed by request records and engine stats.
+"""The server's Prometheus metrics, fed by request records and engine stats (served by
+``routes/metrics.py``).
 
 Each app has its own registry (several apps in one test process do not clash).
 Label values are bounded: a model name the client sent is kept only if the
@@ -9,17 +10,12 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 
-from fastapi import APIRouter, Request
-from fastapi.responses import Response
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
-from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.registry import Collector
 
 from ocak.engines.registry import EngineRegistry
-from ocak.errors import Unavailable
 from ocak.protocol.record import RequestRecord
-from ocak.server.state import get_state
 
 LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 40, 80, 160, 320)
 TTFT_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 40, 80)
@@ -115,19 +111,3 @@ class Metrics:
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
-
-
-router = APIRouter(tags=["metrics"])
-
-
-@router.get(
-    "/metrics",
-    response_class=Response,
-    responses={200: {"content": {"text/plain": {}}, "description": "Prometheus text format."}},
-)
-async def metrics(request: Request) -> Response:
-    """Prometheus metrics (needs a key unless the server makes them public)."""
-    state = get_state(request)
-    if state.metrics is None:
-        raise Unavailable("metrics are not enabled on this server")
-    return Response(state.metrics.render(), media_type=CONTENT_TYPE_LATEST)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import signal
 from types import FrameType
@@ -10,10 +11,10 @@ import uvicorn
 
 from ocak.config import Settings
 from ocak.engines.registry import EngineRegistry
-from ocak.server.app import create_app
+from ocak.server.app import app_for
 from ocak.server.auth import check_exposure, is_loopback
 from ocak.server.request_log import configure_access_log
-from ocak.store.db import database_path, open_database
+from ocak.server.services import build_services
 
 log = logging.getLogger("ocak.server")
 
@@ -54,16 +55,15 @@ def run_server(settings: Settings, registry: EngineRegistry) -> int:
             address = listen_address(settings.host, settings.grpc_port)
             log.error("cannot listen for gRPC on %s: %s", address, problem)
             return 1
-    db = open_database(database_path(settings.data_dir))
-    db.checkpoint_in_background()  # keep WAL checkpoints out of the usage-record commits
+    services = build_services(settings, registry)  # every part, the databases included
     try:
-        app = create_app(settings, registry, on_fatal=on_fatal, db=db)
-        check_exposure(settings, app.state.ocak.auth)  # no keys beyond loopback: refuse
+        check_exposure(settings, services.auth)  # no keys beyond loopback: refuse
     except BaseException:
-        db.close()
+        asyncio.run(services.close())
         raise
+    app = app_for(services, on_fatal=on_fatal)  # its lifespan closes services at shutdown
     configure_access_log()
-    warn_plain_http(settings, app.state.ocak.auth.enabled)
+    warn_plain_http(settings, services.auth.enabled)
     tls = settings.tls_cert is not None
     config = uvicorn.Config(
         app,
@@ -87,7 +87,7 @@ def run_server(settings: Settings, registry: EngineRegistry) -> int:
     try:
         server.run()
     finally:
-        db.close()  # usage rows are committed per request; this checkpoints the WAL
+        asyncio.run(services.close())  # a no-op once the lifespan closed them
     if not server.started:  # startup failed (e.g. the gRPC port is taken): uvicorn logged why
         exit_code = exit_code or 1
     return exit_code

@@ -1,89 +1,120 @@
-"""Wire keys, limits, usage records, metrics, the request log and input caps into an app.
+"""Everything a running server holds, built in one place: ``build_services(settings)``.
 
-Record sinks run before a response's last byte: the usage row (committed) and
-the key's token charge; then, right after it, metrics and the log line. Middleware, outer
-to inner: request tracking (app.py), the web guard (Host, Origin, CORS: 403/415),
-auth (401), body limit (413), content capture (only with ``log_content``), then
-the app.
+HTTP routes and the gRPC servicer read the same ``Services`` (``app.state.ocak``):
+the engines, the usage/keys database, the key checker, metrics, the record sinks,
+the gateway and the serving layer over them, and the character service. Nothing
+is a module global; ``close()`` (at shutdown) closes the engines, the providers'
+HTTP client and the databases it opened, checkpointing their WALs into the files.
 """
 
 from __future__ import annotations
 
-from typing import Any
+import time
+from dataclasses import dataclass, field
+from typing import Literal
 
-from fastapi import FastAPI
+from fastapi import Request
 
-from ocak.protocol.openai import ErrorResponse
-from ocak.server import metrics
+from ocak.characters import store as characters_store
+from ocak.characters.service import CharacterService
+from ocak.characters.serving import serving_resolver
+from ocak.config import Settings
+from ocak.engines.registry import EngineRegistry
+from ocak.gateway.service import Gateway, build_gateway
+from ocak.protocol.record import Sink
 from ocak.server.accounting import Accounting
-from ocak.server.auth import OPEN_PATHS, Authenticator, AuthMiddleware, keys_required
-from ocak.server.middleware import BodyLimit
-from ocak.server.request_log import ContentCapture, RequestLog
-from ocak.server.state import AppState
-from ocak.server.webguard import WebGuard, WebPolicy
-from ocak.store.db import Database
+from ocak.server.auth import Authenticator, keys_required
+from ocak.server.metrics import Metrics
+from ocak.server.request_log import RequestLog
+from ocak.serving.service import ModelServing
+from ocak.store.db import Database, database_path, open_database
 
 
-def install(app: FastAPI, state: AppState, db: Database | None) -> None:
-    """Call after the innermost middleware and before request tracking is added."""
-    settings = state.settings
-    state.db = db
-    state.auth = Authenticator(db, required=keys_required(settings))
-    state.metrics = metrics.Metrics(state.engines)
-    state.sinks[:0] = [Accounting(db, state.auth)]
-    state.late_sinks[:0] = [state.metrics.observe, RequestLog(log_content=settings.log_content)]
-    if settings.log_content:
-        app.add_middleware(ContentCapture)
-    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
-    open_paths = OPEN_PATHS | ({"/metrics"} if settings.metrics_public else set())
-    app.add_middleware(AuthMiddleware, auth=state.auth, open_paths=frozenset(open_paths))
-    # Outer to auth: a hostile page is refused before its key is even looked at, and a
-    # CORS preflight (which carries no key) is answered.
-    policy = WebPolicy(
-        listen_host=settings.host,
-        allowed_hosts=settings.allowed_hosts,
-        allowed_origins=settings.allowed_origins,
+@dataclass(eq=False)
+class Services:
+    settings: Settings
+    engines: EngineRegistry
+    db: Database | None  # the usage/keys store; None: keys off, no usage rows (tests)
+    auth: Authenticator
+    metrics: Metrics
+    gateway: Gateway  # aliases, providers and the router over them and the engines
+    serving: ModelServing  # the one entry for model requests
+    # Called with each request's record before its response ends (usage row, key charge)
+    sinks: list[Sink] = field(default_factory=list)
+    late_sinks: list[Sink] = field(default_factory=list)  # right after it (metrics, log)
+    started: float = field(default_factory=time.time)
+    owns_db: bool = True  # False: the caller's database, closed by the caller
+    _characters: CharacterService | None = None
+    _closed: bool = False
+
+    @property
+    def characters(self) -> CharacterService:
+        """The character service; ``characters.db`` is opened on first use (a server that
+        never hosts a character makes no file for them)."""
+        if self._characters is None:
+            db = characters_store.open_characters_db(self.settings.data_dir)
+            self._characters = CharacterService(
+                db,
+                serving_resolver(self.serving),
+                self.settings.characters,
+                max_tokens_cap=self.settings.max_tokens_limit,
+            )
+        return self._characters
+
+    async def close(self) -> None:
+        """Close what was built, inner parts last; each database checkpoints its WAL.
+        A second call does nothing."""
+        if self._closed:
+            return
+        self._closed = True
+        await self.engines.close_all()
+        await self.gateway.close()  # the providers' shared HTTP client
+        if self._characters is not None:
+            self._characters.db.close()
+            self._characters = None
+        if self.db is not None and self.owns_db:
+            self.db.close()
+
+
+def build_services(
+    settings: Settings,
+    engines: EngineRegistry,
+    *,
+    db: Database | Literal["open"] | None = "open",
+    sinks: list[Sink] | None = None,
+    gateway: Gateway | None = None,
+) -> Services:
+    """Build the server's parts from ``settings`` over ``engines`` (not yet loaded).
+
+    ``db="open"`` opens the usage/keys database in ``settings.data_dir`` (checkpointed in
+    the background); tests pass their own or None. ``sinks`` run before ocak's own
+    (accounting). A bad alias or provider reference raises ``ConfigError`` naming its line.
+    """
+    store = open_database(database_path(settings.data_dir)) if db == "open" else db
+    if store is not None and db == "open":
+        store.checkpoint_in_background()  # keep WAL checkpoints out of usage-record commits
+    try:
+        gw = gateway or build_gateway(settings, engines)
+    except BaseException:
+        if db == "open" and store is not None:
+            store.close()
+        raise
+    auth = Authenticator(store, required=keys_required(settings))
+    metrics = Metrics(engines, known=gw.knows)  # aliases are model names too, in labels
+    return Services(
+        settings=settings,
+        engines=engines,
+        db=store,
+        auth=auth,
+        metrics=metrics,
+        gateway=gw,
+        serving=ModelServing(settings, auth, engines, gw.router),
+        sinks=[Accounting(store, auth), *(sinks or [])],
+        late_sinks=[metrics.observe, RequestLog(log_content=settings.log_content)],
+        owns_db=db == "open",
     )
-    app.add_middleware(WebGuard, policy=policy)
-    app.include_router(metrics.router)
-    document(app, frozenset(open_paths))
 
 
-def document(app: FastAPI, open_paths: frozenset[str]) -> None:
-    """Make the OpenAPI document say what the server does: 400 (never FastAPI's 422) for
-    invalid input, and bearer keys on every path but the open ones."""
-    generate = app.openapi
-
-    def openapi() -> dict[str, Any]:
-        if app.openapi_schema:
-            return app.openapi_schema
-        schema = generate()
-        error = {"$ref": "#/components/schemas/ErrorResponse"}
-        for path, operations in schema.get("paths", {}).items():
-            for operation in operations.values():
-                responses = operation.setdefault("responses", {})
-                if responses.pop("422", None) is not None:
-                    responses.setdefault("400", _error_response("Invalid request", error))
-                if path not in open_paths:
-                    operation["security"] = [{"bearer": []}, {}]  # {}: when no keys exist
-                    responses.setdefault("401", _error_response("Missing or wrong key", error))
-        components = schema.setdefault("components", {})
-        for unused in ("HTTPValidationError", "ValidationError"):
-            components.get("schemas", {}).pop(unused, None)
-        components.setdefault("schemas", {}).setdefault("ErrorResponse", _ERROR_SCHEMA)
-        components.setdefault("schemas", {}).setdefault("ErrorDetail", _DETAIL_SCHEMA)
-        components["securitySchemes"] = {
-            "bearer": {"type": "http", "scheme": "bearer", "description": "ocak API key"}
-        }
-        app.openapi_schema = schema
-        return schema
-
-    app.openapi = openapi  # type: ignore[method-assign]
-
-
-def _error_response(description: str, schema: dict[str, Any]) -> dict[str, Any]:
-    return {"description": description, "content": {"application/json": {"schema": schema}}}
-
-
-_ERROR_SCHEMA = ErrorResponse.model_json_schema(ref_template="#/components/schemas/{model}")
-_DETAIL_SCHEMA = _ERROR_SCHEMA.pop("$defs", {}).get("ErrorDetail", {})
+def get_state(request: Request) -> Services:
+    state: Services = request.app.state.ocak
+    return state

@@ -20,7 +20,7 @@ from ocak.engines.base import Engine
 from ocak.engines.registry import EngineRegistry
 from ocak.engines.stream import Primed, prime
 from ocak.gateway.generation import chat_payload, remote_events
-from ocak.gateway.router import Alias, Router, Served, Target
+from ocak.gateway.router import Alias, LocalTarget, RemoteTarget, Router, Served, Target
 from ocak.protocol.generation import GenerationEvent, GenerationRequest
 from ocak.protocol.openai import ChatCompletionRequest
 from ocak.protocol.record import RequestRecord
@@ -42,9 +42,8 @@ def target_params(body: ModelRequest, target: Target) -> dict[str, Any]:
     }
 
 
-def local_body(body: ModelRequest, target: Target) -> ModelRequest:
+def local_body(body: ModelRequest, target: LocalTarget) -> ModelRequest:
     """The request for the target's engine: its model id, and the alias's params."""
-    assert target.engine is not None
     params = target_params(body, target)
     if not params:
         return body.model_copy(update={"model": target.engine})
@@ -92,11 +91,14 @@ OnServed = Callable[[Served[Any]], None]
 
 
 async def send(
-    target: Target, payload: dict[str, Any], endpoint: Endpoint, stream: bool, local_only: bool
+    target: RemoteTarget,
+    payload: dict[str, Any],
+    endpoint: Endpoint,
+    stream: bool,
+    local_only: bool,
 ) -> Upstream:
     """``payload`` to a remote target's provider, unless the provider says it cannot take it
     (``TargetCannot``: the router goes on to the next target)."""
-    assert target.provider is not None and target.model is not None
     call = Call(payload, endpoint, stream, target.timeouts, local_only)
     reason = target.provider.unsupported(call)
     if reason is not None:
@@ -135,7 +137,7 @@ class ModelServing:
 
         async def attempt(target: Target) -> tuple[Primed | Upstream, Locality]:
             nonlocal client_json
-            if target.engine is not None:
+            if isinstance(target, LocalTarget):
                 engine = self.engines.get(target.engine)
                 record.backend, record.locality = backend_of(engine), "local"
                 mine = local_body(body, target)
@@ -178,7 +180,7 @@ class ModelServing:
 
         async def attempt(target: Target) -> tuple[Primed | Upstream, Locality]:
             mine = generation_params(request, target)
-            if target.engine is not None:
+            if isinstance(target, LocalTarget):
                 engine = self.engines.get(target.engine)
                 return await prime(engine.generate(replace(mine, model=target.engine))), "local"
             payload = chat_payload(mine)
@@ -198,7 +200,7 @@ class ModelServing:
     def served_backend(self, served: Served[Any]) -> tuple[str, Locality]:
         """The usage record's backend and locality for the target that served."""
         target = served.target
-        engine = self.engines.find(target.engine) if target.engine else None
+        engine = self.engines.find(target.engine) if isinstance(target, LocalTarget) else None
         return (backend_of(engine) if engine else target.name), served.locality
 
     def models(self, key: KeyInfo | None) -> list[Alias | Engine]:

@@ -9,14 +9,16 @@ from __future__ import annotations
 import asyncio
 import random
 from collections import Counter
+from typing import Any
 
 import pytest
 
+from gateway_stubs import remote_target
+from ocak.config.gateway import RoutingConfig
 from ocak.engines.fake import FakeEngine
 from ocak.engines.registry import EngineRegistry
 from ocak.errors import ContextLengthExceeded, ModelNotFound, OcakError, QueueFull, Unavailable
-from ocak.gateway.config import RoutingConfig
-from ocak.gateway.router import Alias, Breaker, Router, Target, backoff
+from ocak.gateway.router import Alias, Breaker, LocalTarget, Router, Target, backoff
 from ocak.providers.base import Locality
 from ocak.providers.errors import (
     LocalityRefused,
@@ -74,8 +76,11 @@ def test_breaker_opens_after_failures_then_lets_one_probe_through() -> None:
     assert b.state == "closed" and b.allow() and b.allow()
 
 
-def target(name: str, rank: int = 0, weight: float = 1.0, retries: int = 0, **kw: object) -> Target:
-    return Target(name, rank=rank, weight=weight, retries=retries, **kw)  # type: ignore[arg-type]
+def target(name: str, engine: str | None = None, **kw: Any) -> Target:
+    """A local target when ``engine`` is given, else one on a remote provider."""
+    if engine is not None:
+        return LocalTarget(name=name, engine=engine, **kw)
+    return remote_target(name, **kw)
 
 
 def router(*targets: Target, locality: str | None = None, rng: int = 1) -> Router:

@@ -15,7 +15,8 @@ import pytest
 
 from gateway_stubs import TOKENS, OpenAIStub, cut, echo_auth, hang, ok, status
 from helpers import free_port
-from ocak.gateway.config import ProviderConfig, Timeouts
+from ocak.config.gateway import ProviderConfig, Timeouts
+from ocak.config.presets import PRESETS
 from ocak.providers.base import Call, Http, UpstreamReply, UpstreamStream
 from ocak.providers.errors import (
     LocalityUnverified,
@@ -29,8 +30,7 @@ from ocak.providers.errors import (
     from_status,
     retry_after,
 )
-from ocak.providers.openai_compat import OpenAICompatible
-from ocak.providers.presets import PRESETS, translate
+from ocak.providers.openai_compat import OpenAICompatible, translate
 from ocak.providers.sse import sse_events
 
 KEY = "sk-test-provider-0123456789"

@@ -11,7 +11,7 @@ import pytest
 
 from gateway_stubs import ReplicateStub, cut, status
 from helpers import wait_until
-from ocak.gateway.config import ProviderConfig, Timeouts
+from ocak.config.gateway import ProviderConfig, Timeouts
 from ocak.providers.base import Call, Http, UpstreamReply, UpstreamStream
 from ocak.providers.errors import (
     Secrets,

@@ -8,15 +8,18 @@ from typing import Any
 
 import pytest
 
+from gateway_stubs import remote_target
 from ocak.gateway.generation import chat_payload
-from ocak.gateway.router import Target
+from ocak.gateway.router import LocalTarget
 from ocak.protocol.generation import Constraint, GenerationRequest, Message
 from ocak.protocol.openai import ChatCompletionRequest, CompletionRequest
 from ocak.providers.errors import TargetCannot
 from ocak.serving.service import local_body, remote_payload, target_params
 
-LOCAL = Target("local/default", 0, params={"temperature": 0, "max_tokens": 12}, engine="default")
-REMOTE = Target("groq/llama", 0, params={"temperature": 0.3, "top_p": 0.9}, model="llama")
+LOCAL = LocalTarget(
+    name="local/default", params={"temperature": 0, "max_tokens": 12}, engine="default"
+)
+REMOTE = remote_target("groq/llama", "llama", params={"temperature": 0.3, "top_p": 0.9})
 
 
 def chat(**fields: Any) -> ChatCompletionRequest:
@@ -80,9 +83,9 @@ def test_engine_shaped_requests_get_the_alias_params_where_they_kept_the_default
     from ocak.serving.service import generation_params
 
     request = GenerationRequest(model="alias", messages=[Message("user", "hi")], temperature=0.8)
-    target = Target("t", 0, params={"temperature": 0.1, "top_p": 0.5, "input": {"x": 1}})
+    target = remote_target("t", params={"temperature": 0.1, "top_p": 0.5, "input": {"x": 1}})
     mine = generation_params(request, target)
     assert (mine.temperature, mine.top_p) == (0.8, 0.5)  # the caller's temperature stays
-    assert generation_params(request, Target("t", 0)) is request
+    assert generation_params(request, remote_target("t")) is request
     payload = chat_payload(mine)
     assert payload["top_p"] == 0.5 and payload["temperature"] == 0.8

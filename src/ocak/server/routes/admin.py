@@ -18,7 +18,7 @@ from ocak.errors import Unavailable
 from ocak.protocol.openai import ErrorResponse
 from ocak.server.auth import require_admin
 from ocak.server.routes.characters import get_service
-from ocak.server.state import get_state
+from ocak.server.services import get_state
 from ocak.store.db import Database
 from ocak.store.keys import KeyInfo, create_key, list_keys, revoke_key
 

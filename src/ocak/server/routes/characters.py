@@ -38,13 +38,12 @@ from ocak.characters.events import (
     TurnInput,
 )
 from ocak.characters.service import CharacterService
-from ocak.characters.serving import serving_resolver
 from ocak.characters.tavern import TavernCardV2
 from ocak.errors import NotFound, OcakError
 from ocak.protocol.openai import ErrorResponse
 from ocak.protocol.record import RequestRecord
 from ocak.server.proxy import http_context
-from ocak.server.state import AppState, get_state, serving_of
+from ocak.server.services import get_state
 from ocak.server.streaming import SSE_HEADERS, unless_disconnected
 from ocak.server.tracking import get_record
 
@@ -53,31 +52,10 @@ router = APIRouter(tags=["characters"])
 ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"model": ErrorResponse} for code in (400, 401, 403, 404, 413, 429, 500, 502, 503)
 }
-SERVICE_KEY = "characters"
 
 
 def get_service(request: Request) -> CharacterService:
-    state = get_state(request)
-    service = state.extras.get(SERVICE_KEY)
-    if service is None:
-        db = store.open_characters_db(state.settings.data_dir)
-        resolver = serving_resolver(serving_of(state))
-        service = CharacterService(
-            db,
-            resolver,
-            state.settings.characters,
-            max_tokens_cap=state.settings.max_tokens_limit,
-        )
-        state.extras[SERVICE_KEY] = service
-    assert isinstance(service, CharacterService)
-    return service
-
-
-def close_characters(state: AppState) -> None:
-    """Close the character service's database at shutdown (it was never closed before)."""
-    service = state.extras.pop(SERVICE_KEY, None)
-    if isinstance(service, CharacterService):
-        service.db.close()
+    return get_state(request).characters
 
 
 # -- cards -------------------------------------------------------------------------
@@ -187,7 +165,7 @@ async def post_message(session_id: str, body: MessageIn, request: Request) -> An
     """Say something (or post a game event) in a session; a character answers with a packet."""
     record = get_record(request)
     record.stream = body.stream
-    serving, ctx = serving_of(get_state(request)), http_context(request)
+    serving, ctx = get_state(request).serving, http_context(request)
 
     def authorize(model: str) -> None:
         serving.authorize(ctx, model)

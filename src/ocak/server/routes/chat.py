@@ -24,7 +24,7 @@ from ocak.protocol.openai import (
     now,
 )
 from ocak.server.proxy import http_context, served_headers, upstream_response
-from ocak.server.state import get_state, serving_of
+from ocak.server.services import get_state
 from ocak.server.streaming import DONE, SSE_HEADERS, sse, sse_error, unless_disconnected
 from ocak.server.tracking import get_record
 
@@ -52,7 +52,7 @@ async def chat_completions(
     """Create a chat completion (OpenAI-compatible)."""
     record = get_record(request)
     record.model, record.stream = body.model, bool(body.stream)
-    serving, ctx = serving_of(get_state(request)), http_context(request)
+    serving, ctx = get_state(request).serving, http_context(request)
     serving.admit(ctx, body)  # key may use the model (403), input caps (400), limits (429)
     # The gateway picks the target (an alias's, or the local engine of that id) and waits
     # for its first chunk; a remote target's answer passes through as it came.

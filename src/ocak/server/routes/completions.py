@@ -20,7 +20,7 @@ from ocak.protocol.openai import (
 )
 from ocak.server.proxy import http_context, served_headers, upstream_response
 from ocak.server.routes.chat import ERRORS, usage_info
-from ocak.server.state import get_state, serving_of
+from ocak.server.services import get_state
 from ocak.server.streaming import DONE, SSE_HEADERS, sse, sse_error, unless_disconnected
 from ocak.server.tracking import get_record
 
@@ -32,7 +32,7 @@ async def completions(body: CompletionRequest, request: Request, response: Respo
     """Create a text completion (OpenAI-compatible)."""
     record = get_record(request)
     record.model, record.stream = body.model, bool(body.stream)
-    serving, ctx = serving_of(get_state(request)), http_context(request)
+    serving, ctx = get_state(request).serving, http_context(request)
     serving.admit(ctx, body)  # key may use the model (403), input caps (400), limits (429)
     served = await serving.serve(ctx, body, "completions", raw=request.json)
     headers = served_headers(served)

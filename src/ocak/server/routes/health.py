@@ -7,7 +7,7 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
-from ocak.server.state import get_state
+from ocak.server.services import get_state
 
 router = APIRouter(tags=["health"])
 

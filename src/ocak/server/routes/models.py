@@ -11,7 +11,7 @@ from ocak.protocol.openai import ModelCard, ModelList
 from ocak.providers.base import LOCALITY
 from ocak.server.auth import get_key
 from ocak.server.routes.chat import ERRORS
-from ocak.server.state import get_state, serving_of
+from ocak.server.services import get_state
 
 router = APIRouter(tags=["models"])
 
@@ -52,7 +52,7 @@ async def list_models(request: Request) -> ModelList:
     restricted to some models, only those."""
     state = get_state(request)
     created = int(state.started)
-    found = serving_of(state).models(get_key(request))
+    found = state.serving.models(get_key(request))
     return ModelList(
         data=[alias_card(m, created) if isinstance(m, Alias) else card(m, created) for m in found]
     )
@@ -65,7 +65,7 @@ async def get_model(model_id: str, request: Request, response: Response) -> Mode
     state = get_state(request)
     state.auth.permit(get_key(request), model_id)  # 403 for a key restricted to others
     created = int(state.started)
-    alias = serving_of(state).router.aliases.get(model_id)
+    alias = state.serving.router.aliases.get(model_id)
     if alias is not None:
         response.headers[LOCALITY] = "local" if alias.can_be_local() else "remote"
         return alias_card(alias, created)

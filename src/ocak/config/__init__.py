@@ -15,8 +15,8 @@ import yaml
 from pydantic import Field, PrivateAttr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from ocak.config.gateway import AliasConfig, ProviderConfig, RoutingConfig
 from ocak.errors import InvalidRequest
-from ocak.gateway.config import AliasConfig, ProviderConfig, RoutingConfig
 
 # A field path in the settings file ("models", "assistant", "targets", 0) -> its line.
 Lines = dict[tuple[str | int, ...], int]

@@ -1,15 +1,13 @@
 """What ocak knows about OpenAI-compatible APIs: base URLs, key variables, quirks.
 
-A preset is data, and ``translate`` is the one place a request body is changed
-for a provider: drop what it rejects, name the token limit the way it wants,
-leave everything else as the client sent it. Imports nothing heavy (the config
-validates preset names against this table).
+A preset is data (the config validates preset names against this table); the
+OpenAI-compatible provider's ``translate`` applies its quirks to a request body.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Literal
 
 MaxTokensParam = Literal["max_tokens", "max_completion_tokens"]
 Locality = Literal["remote", "verify"]
@@ -107,23 +105,3 @@ PRESETS: dict[str, Preset] = {
 }
 
 GENERIC = Preset("generic", None, None)
-
-
-def translate(payload: dict[str, Any], preset: Preset) -> dict[str, Any]:
-    """The request body this provider accepts; ``payload`` is not changed."""
-    out = dict(payload)
-    want = preset.max_tokens_param
-    if want == "max_tokens" and "max_completion_tokens" in out:
-        # max_completion_tokens supersedes max_tokens in OpenAI's API
-        out["max_tokens"] = out.pop("max_completion_tokens")
-    elif want == "max_completion_tokens" and "max_tokens" in out:
-        limit = out.pop("max_tokens")
-        out.setdefault("max_completion_tokens", limit)
-    drop = preset.drop_message_fields
-    messages = out.get("messages")
-    if drop and isinstance(messages, list):
-        out["messages"] = [
-            {k: v for k, v in m.items() if k not in drop} if isinstance(m, dict) else m
-            for m in messages
-        ]
-    return out

@@ -20,7 +20,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from ocak.providers.presets import PRESETS
+from ocak.config.presets import PRESETS
 
 REPLICATE_URL = "https://api.replicate.com/v1"
 REPLICATE_KEY_ENV = "REPLICATE_API_TOKEN"
