@@ -123,8 +123,8 @@ class NotFound(OcakError):
 class ModelNotFound(NotFound):
     code = "model_not_found"
 
-    def __init__(self, model: str) -> None:
-        super().__init__(f"The model '{model}' does not exist.", param="model")
+    def __init__(self, model: str, message: str | None = None) -> None:
+        super().__init__(message or f"The model '{model}' does not exist.", param="model")
         self.model = model
 
 

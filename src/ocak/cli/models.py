@@ -1,15 +1,23 @@
-"""``ocak models``: what can be served."""
+"""``ocak models``: what can be served; pull, show and remove stored models."""
 
 from __future__ import annotations
+
+import sys
+import time
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
+from ocak.cli.common import fail_on
 from ocak.cli.convert import convert
 from ocak.config import Settings
+from ocak.errors import OcakError
+from ocak.models.describe import describe
+from ocak.models.hub import Progress
 from ocak.models.source import stored_quantization
-from ocak.models.store import available, disk_size
+from ocak.models.store import ModelStore, available, disk_size, resolve
 
 app = typer.Typer(help="Manage models.", no_args_is_help=True)
 app.command("convert")(convert)
@@ -23,9 +31,130 @@ def _size(path_size: int) -> str:
 def list_models() -> None:
     """Models available without a download: the embedded default and the store."""
     settings = Settings.load()
-    table = Table("id", "engine", "quantization", "size", "path")
+    table = Table("id", "kind", "engine", "quantization", "size", "path")
     for spec in available(settings.model_dir):
         quant = stored_quantization(spec.path, spec.engine) or "?"
-        table.add_row(spec.id, spec.engine, quant, _size(disk_size(spec.path)), str(spec.path))
+        size = _size(disk_size(spec.path))
+        table.add_row(spec.id, spec.kind, spec.engine, quant, size, str(spec.path))
     Console().print(table)
+    partials = ModelStore(settings.model_dir).partials()
+    if partials:
+        names = ", ".join(p.name for p in partials)
+        Console(stderr=True).print(
+            f"unfinished pulls (run the same pull again to resume): {names}", highlight=False
+        )
     Console(stderr=True).print(f"model store: {settings.model_dir}", highlight=False)
+
+
+class _PullBar:
+    """Progress of a pull: a bar per file on a terminal, a line per step otherwise."""
+
+    def __init__(self, console: Console) -> None:
+        self.console = console
+        self.tty = console.is_terminal
+        self.bar: Any = None
+        self.tasks: dict[str, Any] = {}
+        self.last: dict[str, float] = {}
+        if self.tty:
+            from rich.progress import (
+                BarColumn,
+                DownloadColumn,
+                Progress,
+                TextColumn,
+                TransferSpeedColumn,
+            )
+
+            self.bar = Progress(
+                TextColumn("{task.description}"),
+                BarColumn(),
+                DownloadColumn(),
+                TransferSpeedColumn(),
+                console=console,
+            )
+            self.bar.start()
+
+    def __call__(self, p: Progress) -> None:
+        if p.stage == "downloading" and p.file is not None:
+            if self.bar is not None:
+                task = self.tasks.get(p.file)
+                if task is None:
+                    task = self.tasks[p.file] = self.bar.add_task(p.file, total=p.total)
+                self.bar.update(task, completed=p.completed, total=p.total)
+                return
+            now = time.monotonic()
+            done = p.total is not None and p.completed >= p.total
+            if now - self.last.get(p.file, 0.0) >= 2.0 or done:
+                self.last[p.file] = now
+                total = f"/{_size(p.total)}" if p.total else ""
+                self._line(f"downloading {p.file}: {_size(p.completed)}{total}")
+            return
+        self._line(f"{p.stage}: {p.file or p.detail}")
+
+    def _line(self, text: str) -> None:
+        if self.bar is not None:
+            self.bar.console.print(text, highlight=False)
+        else:
+            print(text, file=sys.stderr, flush=True)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.stop()
+
+
+@app.command("pull")
+def pull(
+    ref: Annotated[str, typer.Argument(help="OWNER/REPO, optionally :QUANT or :FILE.gguf.")],
+    revision: Annotated[str, typer.Option(help="A branch, tag or commit of the repo.")] = "main",
+) -> None:
+    """Download a model from the Hugging Face Hub into the store (resumes an interrupted
+    pull; HF_TOKEN for gated models, HF_ENDPOINT for a mirror)."""
+    from ocak.models.hub import Hub, parse_ref
+    from ocak.models.hub import pull as pull_model
+
+    settings = Settings.load()
+    progress = _PullBar(Console(stderr=True))
+    try:
+        manifest = pull_model(
+            parse_ref(ref, revision),
+            ModelStore(settings.model_dir),
+            Hub(),
+            report=progress,
+        )
+    except OcakError as exc:
+        progress.close()
+        fail_on(exc)
+    progress.close()
+    print(manifest.name)
+
+
+@app.command("show")
+def show(name: Annotated[str, typer.Argument(help="A model id (see `ocak models list`).")]) -> None:
+    """What a model is: architecture, parameters, quantization, context length, chat
+    template, licence, size and source."""
+    settings = Settings.load()
+    try:
+        spec = resolve(name, settings.model_dir)
+        stored = ModelStore(settings.model_dir).find(spec.id)
+        facts = describe(spec, stored.manifest if stored else None)
+    except OcakError as exc:
+        fail_on(exc)
+    table = Table(show_header=False, box=None)
+    for key, value in facts.items():
+        if key != "chat template":
+            table.add_row(key, str(value))
+    Console().print(table)
+    template = facts.get("chat template")
+    if template:
+        Console().print("\nchat template:", highlight=False)
+        print(template)
+
+
+@app.command("rm")
+def rm(name: Annotated[str, typer.Argument(help="A model id in the store.")]) -> None:
+    """Delete a model (or an unfinished pull of it) from the store."""
+    settings = Settings.load()
+    try:
+        removed = ModelStore(settings.model_dir).remove(name)
+    except OcakError as exc:
+        fail_on(exc)
+    print(f"removed {removed.name}")

@@ -109,6 +109,12 @@ class Settings(BaseSettings):
         "alone) or similar (close lengths, more throughput).",
     )
     data_dir: Path = Field(default_factory=default_data_dir, description="ocak's data folder.")
+    hf_endpoint: str | None = Field(
+        None,
+        pattern=r"^https?://",
+        description="The Hugging Face Hub (or a mirror) `models pull` uses; default: "
+        "HF_ENDPOINT, else https://huggingface.co.",
+    )
     log_level: str = Field("info", description="Log level: debug, info, warning, error.")
     # Keys, limits, logs and bad input (issue 6).
     allow_no_keys: bool = Field(

@@ -16,12 +16,10 @@ Needs the ``convert`` extra (torch, transformers, gguf, accelerate).
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import json
 import os
 import re
 import shutil
-import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -31,7 +29,9 @@ from typing import Any, Protocol
 from ocak.errors import OcakError
 from ocak.models.families import check_family, fix_spec, normalize
 from ocak.models.hardware import CudaStatus, available_memory, detect_cuda
+from ocak.models.manifest import Manifest, describe_files
 from ocak.models.source import SourceInfo, inspect_source
+from ocak.models.store import alive, fsync_tree, swap_into_place
 
 QUANTIZATIONS = (
     "int8",
@@ -176,6 +176,32 @@ def convert(
         )
     if target.exists() and existing is None and not force:
         raise ConvertError(f"{target} exists and is not a converted model; pick another --name")
+    estimate = _check_fits(info, quant, reason, memory_limit, force, progress)
+    store.mkdir(parents=True, exist_ok=True)
+    remove_stale(store, name)
+    with _staging(store, name) as tmp:
+        metadata = _convert_into(tmp, info, quant, progress)
+        progress.stage("write", f"{target}")
+        manifest = Manifest(name=name, kind="chat", engine="ctranslate2", files=describe_files(tmp))
+        manifest.size = sum(f.size for f in manifest.files)
+        manifest.write(tmp)
+        fsync_tree(tmp)
+        swap_into_place(tmp, target)
+    return ConvertResult(
+        name, target, quant, reason, estimate=estimate,
+        seconds=time.monotonic() - started, metadata=metadata,
+    )  # fmt: skip
+
+
+def _check_fits(
+    info: SourceInfo,
+    quant: str,
+    reason: str,
+    memory_limit: int | None,
+    force: bool,
+    progress: Progress,
+) -> int:
+    """The family is supported and the conversion's peak memory fits; the estimate."""
     check_family(info.model_type)
     estimate = estimate_peak(info, quant)
     free = available_memory()
@@ -187,17 +213,20 @@ def convert(
     )
     if estimate > budget and not force:
         raise NotEnoughMemory(estimate, budget, info)
-    store.mkdir(parents=True, exist_ok=True)
-    remove_stale(store, name)
-    with _staging(store, name) as tmp:
-        metadata = _convert_into(tmp, info, quant, progress)
-        progress.stage("write", f"{target}")
-        _fsync_tree(tmp)
-        _swap_into_place(tmp, target)
-    return ConvertResult(
-        name, target, quant, reason, estimate=estimate,
-        seconds=time.monotonic() - started, metadata=metadata,
-    )  # fmt: skip
+    return estimate
+
+
+def convert_checkpoint(
+    source: Path, out: Path, *, quantization: str = "auto", progress: Progress | None = None
+) -> dict[str, Any]:
+    """Convert the checkpoint folder ``source`` into the empty folder ``out`` (a pull's
+    staging folder: the caller puts it in place); its ``ocak.json`` metadata."""
+    progress = progress or _Silent()
+    info = inspect_source(source)
+    quant, reason = choose_quantization(quantization, detect_cuda())
+    _check_fits(info, quant, reason, None, False, progress)
+    out.mkdir(parents=True, exist_ok=True)
+    return _convert_into(out, info, quant, progress)
 
 
 def read_metadata(folder: Path) -> dict[str, Any] | None:
@@ -219,31 +248,9 @@ def remove_stale(store: Path, name: str) -> None:
     """Delete temporary folders left by conversions whose process is gone (killed)."""
     for entry in store.glob(_tmp_prefix(name) + "*"):
         pid = entry.name.rsplit("-", 1)[-1]
-        if pid.isdigit() and _alive(int(pid)):
+        if pid.isdigit() and alive(int(pid)):
             raise ConvertError(f"'{name}' is being converted by another process (pid {pid})")
         shutil.rmtree(entry, ignore_errors=True)
-
-
-def _alive(pid: int) -> bool:
-    """Whether process ``pid`` still runs (``os.kill(pid, 0)`` would end it on Windows)."""
-    if pid == os.getpid():
-        return False
-    if sys.platform == "win32":  # pragma: no cover - Windows only
-        kernel32 = ctypes.windll.kernel32  # type: ignore[attr-defined]
-        handle = kernel32.OpenProcess(0x1000, False, pid)  # PROCESS_QUERY_LIMITED_INFORMATION
-        if not handle:
-            return False
-        code = ctypes.c_ulong()
-        kernel32.GetExitCodeProcess(handle, ctypes.byref(code))
-        kernel32.CloseHandle(handle)
-        return code.value == 259  # STILL_ACTIVE
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 @contextlib.contextmanager
@@ -256,29 +263,6 @@ def _staging(store: Path, name: str) -> Iterator[Path]:
         yield tmp
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-
-
-def _fsync_tree(folder: Path) -> None:
-    for f in folder.rglob("*"):
-        if f.is_file():
-            with f.open("rb") as fh:
-                os.fsync(fh.fileno())
-
-
-def _swap_into_place(tmp: Path, target: Path) -> None:
-    old: Path | None = None
-    if target.exists():
-        old = target.with_name(f".{target.name}.replaced-{os.getpid()}")
-        shutil.rmtree(old, ignore_errors=True)
-        target.rename(old)
-    tmp.rename(target)
-    dir_fd = os.open(target.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
 
 
 def _convert_into(out: Path, info: SourceInfo, quant: str, progress: Progress) -> dict[str, Any]:

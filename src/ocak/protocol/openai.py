@@ -305,6 +305,9 @@ class ModelCard(BaseModel):
     object: Literal["model"] = "model"
     created: int
     owned_by: str = "ocak"
+    # chat, embedding, speech-to-text, text-to-speech, adapter: pickers of chat models skip
+    # the others (an ocak field; OpenAI's clients keep it as an extra)
+    kind: str = "chat"
     meta: dict[str, Any] | None = None
 
 

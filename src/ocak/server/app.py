@@ -23,7 +23,16 @@ from ocak.gateway.service import Gateway
 from ocak.protocol.record import Sink
 from ocak.server import errors, stack
 from ocak.server.middleware import AssumeJson
-from ocak.server.routes import admin, characters, chat, completions, health, metrics, models
+from ocak.server.routes import (
+    admin,
+    characters,
+    chat,
+    completions,
+    health,
+    metrics,
+    model_store,
+    models,
+)
 from ocak.server.services import Services, build_services
 from ocak.server.tracking import RequestTracking
 from ocak.store.db import Database
@@ -95,6 +104,7 @@ def app_for(services: Services, *, on_fatal: FatalHook | None = None) -> FastAPI
     stack.install(app, services)  # keys, web guard, body limit, content capture
     # Outermost: sees every request, including ones other middleware refuse.
     app.add_middleware(RequestTracking, sinks=services.sinks, late_sinks=services.late_sinks)
-    for module in (chat, completions, models, health, characters, admin, metrics):
+    routes = (chat, completions, model_store, models, health, characters, admin, metrics)
+    for module in routes:
         app.include_router(module.router)
     return app

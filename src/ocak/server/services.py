@@ -9,9 +9,10 @@ HTTP client and the databases it opened, checkpointing their WALs into the files
 
 from __future__ import annotations
 
+import asyncio
 import time
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 from fastapi import Request
 
@@ -43,6 +44,8 @@ class Services:
     sinks: list[Sink] = field(default_factory=list)
     late_sinks: list[Sink] = field(default_factory=list)  # right after it (metrics, log)
     started: float = field(default_factory=time.time)
+    # Work that outlives its request (a pull whose client left): held until it ends.
+    background: set[asyncio.Task[Any]] = field(default_factory=set)
     owns_db: bool = True  # False: the caller's database, closed by the caller
     _characters: CharacterService | None = None
     _closed: bool = False
