@@ -143,7 +143,7 @@ def test_an_interrupted_conversion_leaves_no_model(
         seen.extend(folder.iterdir())
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(conv, "_fsync_tree", interrupt)
+    monkeypatch.setattr(conv, "fsync_tree", interrupt)
     with pytest.raises(KeyboardInterrupt):
         convert(tiny, tmp_path, name="tiny", quantization="int8", cuda=NO_GPU)
     assert any(p.name == "model.bin" for p in seen)

@@ -36,7 +36,10 @@ def list_models() -> None:
         quant = stored_quantization(spec.path, spec.engine) or "?"
         size = _size(disk_size(spec.path))
         table.add_row(spec.id, spec.kind, spec.engine, quant, size, str(spec.path))
-    Console().print(table)
+    console = Console()
+    if not console.is_terminal:  # a pipe or a log: whole lines, for grep, not 80 columns
+        console = Console(width=240)
+    console.print(table)
     partials = ModelStore(settings.model_dir).partials()
     if partials:
         names = ", ".join(p.name for p in partials)
