@@ -18,9 +18,10 @@ BENCHES = {
     "characters": "bench.characters",
     "gateway": "bench.gateway",
     "soak": "bench.soak",
+    "beside_game": "bench.beside_game",
 }
 # `make bench` runs these; the others are named explicitly (`make bench ARGS=soak`).
-DEFAULT = ["serving", "constrained", "grpc", "ctranslate2", "characters"]
+DEFAULT = ["serving", "constrained", "grpc", "ctranslate2", "characters", "beside_game"]
 
 
 def main() -> None:

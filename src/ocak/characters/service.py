@@ -258,7 +258,7 @@ class CharacterService:
             )
             if authorize is not None:
                 authorize(speaker.model)
-            model = self.resolve(speaker.model, local_only=local_only)
+            model = await self.resolve(speaker.model, local_only=local_only)
             new = _lines(inp, speaker.id, session.player_name)
             async for event in self._generate(session, speaker, members, new, model, inp):
                 yield event

@@ -47,25 +47,34 @@ class ServingModel:
 class ModelResolver(Protocol):
     """Find the model serving a card; ``local_only`` keeps it on this machine."""
 
-    def __call__(self, model_id: str, *, local_only: bool = False) -> ServingModel: ...
+    async def __call__(self, model_id: str, *, local_only: bool = False) -> ServingModel: ...
 
 
-def engine_model(engine: Engine) -> ServingModel:
-    return ServingModel(
-        model_id=engine.model_id,
-        backend=f"{engine.kind}:{engine.model_id}",
-        locality="local",
-        context_length=engine.info().context_length,
-        counter=engine.count_tokens,
-        generator=engine.generate,
-    )
+def counter_of(engine: Engine | None) -> Callable[[str], int]:
+    """The engine's tokenizer while it is loaded; else about four characters a token."""
+
+    def count(text: str) -> int:
+        if engine is not None and engine.state == "ready":
+            return engine.count_tokens(text)
+        return len(text) // 4 + 1
+
+    return count
 
 
 def local_resolver(engines: EngineRegistry) -> ModelResolver:
-    """Resolve model ids to the server's local engines (404 unknown, 503 loading)."""
+    """Resolve model ids to the server's local engines, loading one on demand (404 unknown,
+    503 when it cannot load)."""
 
-    def resolve(model_id: str, *, local_only: bool = False) -> ServingModel:
-        return engine_model(engines.get(model_id))
+    async def resolve(model_id: str, *, local_only: bool = False) -> ServingModel:
+        engine = await engines.load(model_id)  # its tokenizer counts the turn's budget
+        return ServingModel(
+            model_id=engine.model_id,
+            backend=f"{engine.kind}:{engine.model_id}",
+            locality="local",
+            context_length=engine.info().context_length,
+            counter=counter_of(engine),
+            generator=lambda request: engines.generate(model_id, request),
+        )
 
     return resolve
 
@@ -76,10 +85,10 @@ def serving_resolver(serving: ModelServing) -> ModelResolver:
     router, engines = serving.router, serving.engines
     local = local_resolver(engines)
 
-    def resolve(model_id: str, *, local_only: bool = False) -> ServingModel:
+    async def resolve(model_id: str, *, local_only: bool = False) -> ServingModel:
         alias = router.resolve(model_id)  # ModelNotFound for an unknown name
         if alias.direct:
-            return local(model_id)
+            return await local(model_id)
         local_ids = [t.engine for t in alias.targets if isinstance(t, LocalTarget)]
         local_targets = [engines.find(name) for name in local_ids]
         ready = [e for e in local_targets if e is not None and e.state == "ready"]
@@ -93,9 +102,7 @@ def serving_resolver(serving: ModelServing) -> ModelResolver:
             backend=alias.targets[0].name if alias.targets else model_id,
             locality="remote" if remote else "local",
             context_length=min(windows + ([REMOTE_CONTEXT] if remote or not windows else [])),
-            counter=counter_engine.count_tokens
-            if counter_engine is not None
-            else (lambda text: len(text) // 4 + 1),
+            counter=counter_of(counter_engine),
             generator=lambda request: serving.generate(
                 request, local_only=local_only, on_served=served
             ),

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import re
 import sys
 import time
 from pathlib import Path
@@ -14,18 +13,18 @@ from rich.table import Table
 
 from ocak.cli.common import fail, fail_on
 from ocak.config import Settings
+from ocak.config import parse_size as config_size
 from ocak.errors import OcakError
-
-_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]?)(?:i?B)?\s*$", re.IGNORECASE)
 
 
 def parse_size(text: str) -> int:
-    """``512MiB``, ``4G``, ``1.5GiB`` or plain bytes."""
-    m = _SIZE.match(text)
-    if not m:
-        raise typer.BadParameter(f"'{text}' is not a size (try 4GiB or 512MiB)")
-    scale = {"": 1, "K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}[m.group(2).upper()]
-    return int(float(m.group(1)) * scale)
+    """``512MiB``, ``4G``, ``1.5GiB`` or plain bytes (the settings' own parser)."""
+    try:
+        size = config_size(text)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
+    assert size is not None
+    return size
 
 
 class PlainProgress:

@@ -1,10 +1,10 @@
-"""The ``ocak`` command: serve, doctor, run, chat, models, keys, usage."""
+"""The ``ocak`` command: serve, doctor, run, chat, models, ps, keys, usage."""
 
 from __future__ import annotations
 
 import typer
 
-from ocak.cli import characters, data, doctor, keys, models, serve, talk, usage
+from ocak.cli import characters, data, doctor, keys, models, ps, serve, talk, usage
 
 app = typer.Typer(
     name="ocak",
@@ -18,6 +18,7 @@ app.command("doctor")(doctor.doctor)
 app.command("run")(talk.run)
 app.command("chat")(talk.chat)
 app.add_typer(models.app, name="models")
+app.command("ps")(ps.ps)
 app.add_typer(keys.app, name="keys")
 app.command("usage")(usage.usage)
 app.add_typer(characters.app, name="characters")

@@ -11,6 +11,7 @@ from ocak.cli.common import fail, fail_on, setup_logging
 from ocak.config import Settings
 from ocak.engines.factory import build_registry
 from ocak.errors import OcakError
+from ocak.system.priority import set_priority
 
 log = logging.getLogger("ocak.server")
 
@@ -43,6 +44,15 @@ def serve(
     ),
     tls_cert: Path = typer.Option(None, "--tls-cert", help="TLS certificate (PEM): HTTPS."),
     tls_key: Path = typer.Option(None, "--tls-key", help="TLS private key (PEM)."),
+    max_memory: str = typer.Option(
+        None, "--max-memory", help="Memory the loaded models may use, e.g. 6GiB (default: any)."
+    ),
+    keep_alive: str = typer.Option(
+        None, "--keep-alive", help="Idle time before a model is unloaded: 5m, 1h, 0, -1 (never)."
+    ),
+    priority: str = typer.Option(
+        None, "--priority", help="normal, or low: a game beside ocak keeps its CPU."
+    ),
     config: Path = typer.Option(None, "--config", help="YAML settings file."),
     log_level: str = typer.Option(None, "--log-level", help="debug, info, warning, error."),
     allow_no_keys: bool = typer.Option(
@@ -78,6 +88,9 @@ def serve(
             queue_timeout=queue_timeout,
             prefill_chunk=prefill_chunk,
             device=device,
+            max_memory=max_memory,
+            keep_alive=keep_alive,
+            priority=priority,
             allowed_hosts=allowed_host or None,
             allowed_origins=allowed_origin or None,
             tls_cert=tls_cert,
@@ -94,8 +107,9 @@ def serve(
     except OcakError as exc:
         fail_on(exc, 2)
     setup_logging(settings.log_level)
+    log.info("running at %s", set_priority(settings.priority))  # before any worker thread
     registry, problems = build_registry(settings)
-    if not len(registry):
+    if not registry.startup:
         fail("; ".join(problems) or "no model to serve")
     from ocak.server.runner import run_server
 

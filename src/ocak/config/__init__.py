@@ -7,12 +7,22 @@ YAML file share one validation, and a bad value names its field.
 from __future__ import annotations
 
 import os
+import re
 import sys
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import Field, PrivateAttr, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from ocak.config.gateway import AliasConfig, ProviderConfig, RoutingConfig
@@ -57,6 +67,58 @@ class CharacterSettings(BaseSettings):
     recall_limit: int = Field(3, ge=0, le=20, description="Memories recalled into each prompt.")
     lore_budget: int = Field(
         512, ge=0, le=8192, description="Most lorebook tokens per turn (cards may ask for less)."
+    )
+
+
+_DURATION = re.compile(r"^(?:(\d+(?:\.\d+)?)h)?(?:(\d+(?:\.\d+)?)m)?(?:(\d+(?:\.\d+)?)s)?$")
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]?)(?:i?B)?\s*$", re.IGNORECASE)
+
+
+def parse_duration(value: Any) -> float | None:
+    """A keep-alive: seconds, or ``30s``/``5m``/``1h30m``; ``-1`` (any negative) for ever
+    (None); ``0`` at once. Ollama's spelling."""
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        raise ValueError(f"{value!r} is not a duration")
+    if isinstance(value, int | float):
+        return None if value < 0 else float(value)
+    text = str(value).strip().lower()
+    try:
+        number = float(text)
+    except ValueError:
+        match = _DURATION.match(text)
+        if not text or match is None:
+            raise ValueError(
+                f"'{value}' is not a duration: use seconds, 30s, 5m, 1h30m, 0 or -1"
+            ) from None
+        hours, minutes, seconds = (float(g) if g else 0.0 for g in match.groups())
+        return hours * 3600 + minutes * 60 + seconds
+    return None if number < 0 else number
+
+
+def parse_size(value: Any) -> int | None:
+    """``512MiB``, ``4G``, ``1.5GiB`` or plain bytes."""
+    if value is None or (isinstance(value, int) and not isinstance(value, bool)):
+        return value
+    match = _SIZE.match(str(value))
+    if match is None:
+        raise ValueError(f"'{value}' is not a size: use bytes, 512MiB, 4GiB")
+    scale = {"": 1, "K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}[match.group(2).upper()]
+    return int(float(match.group(1)) * scale)
+
+
+Duration = Annotated[float | None, BeforeValidator(parse_duration)]
+Size = Annotated[int | None, BeforeValidator(parse_size)]
+
+
+class ModelOptions(BaseModel):
+    """Settings of one model, by its id (``model_options`` in the YAML)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    keep_alive: Duration = Field(
+        None, description="Idle time before it is unloaded (default: keep_alive)."
     )
 
 
@@ -107,6 +169,24 @@ class Settings(BaseSettings):
         "exact",
         description="CTranslate2 batches: exact (equal prompt lengths, greedy answers as "
         "alone) or similar (close lengths, more throughput).",
+    )
+    max_memory: Size = Field(
+        None,
+        description="Memory the loaded models may use (weights and KV cache, estimated "
+        "before loading); idle models are unloaded to make room (default: no budget).",
+    )
+    keep_alive: Duration = Field(
+        300.0,
+        description="Idle time before a model is unloaded: seconds or 30s/5m/1h, -1 for "
+        "never, 0 at once (a request's own keep_alive wins).",
+    )
+    model_options: dict[str, ModelOptions] = Field(
+        default_factory=dict, description="Per-model settings by id (keep_alive)."
+    )
+    priority: Literal["normal", "low"] = Field(
+        "normal",
+        description="CPU scheduling priority of the server: low lets a game beside it "
+        "keep the CPU it needs.",
     )
     data_dir: Path = Field(default_factory=default_data_dir, description="ocak's data folder.")
     hf_endpoint: str | None = Field(

@@ -16,7 +16,7 @@ from typing import Any, Literal
 
 from ocak.protocol.generation import GenerationEvent, GenerationRequest
 
-EngineState = Literal["loading", "ready", "error", "closed"]
+EngineState = Literal["unloaded", "loading", "ready", "error", "closed"]
 
 
 @dataclass(slots=True)

@@ -10,7 +10,8 @@ from ocak.config import Settings
 from ocak.engines.base import Engine
 from ocak.engines.registry import EngineRegistry
 from ocak.errors import ModelNotFound, OcakError
-from ocak.models.store import ModelSpec, resolve
+from ocak.models.memory import estimate
+from ocak.models.store import ModelSpec, ModelStore, resolve
 from ocak.plugins import Registry, UnknownKind
 
 log = logging.getLogger("ocak.engines")
@@ -34,14 +35,60 @@ def engine_for(spec: ModelSpec, settings: Settings) -> Engine:
     return builder(spec.id, spec.path, settings)
 
 
+class StoreCatalog:
+    """Every model of the store, servable by name without being listed at start."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.store = ModelStore(settings.model_dir)
+
+    def names(self) -> list[str]:
+        return [m.name for m in self.store.models() if m.manifest.kind == "chat"]
+
+    def build(self, name: str) -> Engine | None:
+        stored = self.store.find(name)
+        if stored is None or stored.manifest.kind != "chat":
+            return None
+        try:
+            return engine_for(stored.spec(), self.settings)
+        except ModelSpecError as exc:
+            log.warning("%s", exc.message)
+            return None
+
+
+def keep_alives(settings: Settings) -> dict[str, float | None]:
+    """The models whose keep_alive the settings' ``model_options`` set."""
+    return {
+        name: options.keep_alive
+        for name, options in settings.model_options.items()
+        if "keep_alive" in options.model_fields_set
+    }
+
+
 def build_registry(settings: Settings) -> tuple[EngineRegistry, list[str]]:
-    """Engines for every ``--model``; specs that name nothing are returned as problems."""
-    registry = EngineRegistry()
+    """Engines for every ``--model`` (loaded at start) and, on demand, for the models of the
+    store; specs that name nothing are returned as problems."""
+
+    def size(engine: Engine) -> int:
+        path = getattr(engine, "path", None)
+        if not isinstance(path, Path):
+            return 0
+        spec = ModelSpec(engine.model_id, path, engine.kind)
+        return estimate(spec, ctx_size=settings.ctx_size, parallel=settings.parallel).total
+
+    registry = EngineRegistry(
+        catalog=StoreCatalog(settings),
+        estimate=size,
+        max_memory=settings.max_memory,
+        keep_alive=settings.keep_alive,
+        keep_alive_for=keep_alives(settings),
+    )
     problems: list[str] = []
     for raw in settings.model:
         try:
             spec = resolve(raw, settings.model_dir)
             registry.add(engine_for(spec, settings))
+            registry.startup.append(spec.id)
         except ModelNotFound:
             message = (
                 f"model '{raw}' not found: it is not 'default', not a file, and not "

@@ -86,6 +86,7 @@ class FakeEngine(Engine):
         stops = StopMatcher(request.stop)
         produced = 0
         reason = "stop"
+        finished = False
         self.active += 1
         try:
             for i, word in enumerate(words):
@@ -104,9 +105,11 @@ class FakeEngine(Engine):
                 rest = stops.flush()
                 if rest:
                     yield TextDelta(rest)
+            finished = True
             yield Finished(reason, Usage(prompt_tokens, produced))  # type: ignore[arg-type]
         except (asyncio.CancelledError, GeneratorExit):
-            self.cancelled += 1
+            if not finished:  # closed after its last event is not a cancellation
+                self.cancelled += 1
             raise
         finally:
             self.active -= 1

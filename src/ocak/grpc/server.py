@@ -93,7 +93,7 @@ class GrpcServer:
     async def engines_changed(self) -> None:
         """Follow the engines' state: SERVING when none is loading and one is ready."""
         engines = self.state.engines
-        status = SERVING if engines.ready and not engines.loading else NOT_SERVING
+        status = SERVING if engines.servable and not engines.loading else NOT_SERVING
         for service in ("", SERVICE):
             await self.health.set(service, status)
 

@@ -76,7 +76,7 @@ def app_for(services: Services, *, on_fatal: FatalHook | None = None) -> FastAPI
             await engines.load_all()
             if grpc is not None:
                 await grpc.engines_changed()
-            if not engines.ready and on_fatal is not None:
+            if not engines.servable and on_fatal is not None:
                 on_fatal("; ".join(f"{e.model_id}: {e.error}" for e in engines.failed))
             # What start-up made lives as long as the process: out of the collector's sight.
             # A full collection over it took ~50 ms here (~100k objects), a stall for every

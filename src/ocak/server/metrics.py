@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from ocak.engines.registry import EngineRegistry
@@ -41,6 +41,30 @@ class EngineCollector(Collector):
         ready = GaugeMetricFamily(
             "ocak_model_ready", "1 when the model is loaded.", labels=["model"]
         )
+        loads = CounterMetricFamily("ocak_model_loads", "Model loads.", labels=["model"])
+        load_seconds = CounterMetricFamily(
+            "ocak_model_load_seconds", "Seconds spent loading models.", labels=["model"]
+        )
+        evictions = CounterMetricFamily(
+            "ocak_model_unloads",
+            "Models unloaded: idle (keep_alive), memory (room for another), request.",
+            labels=["model", "reason"],
+        )
+        resident = GaugeMetricFamily(
+            "ocak_model_resident_bytes",
+            "Estimated memory of a loaded model (weights and KV cache).",
+            labels=["model"],
+        )
+        registry = self.engines
+        for model, n in registry.loads.items():
+            loads.add_metric([model], n)
+            load_seconds.add_metric([model], registry.load_seconds.get(model, 0.0))
+        for (model, reason), n in registry.evictions.items():
+            evictions.add_metric([model, reason], n)
+        for engine in registry.ready:
+            res = registry.residency(engine.model_id)
+            resident.add_metric([engine.model_id], res.resident if res else 0)
+        yield from (loads, load_seconds, evictions, resident)
         for engine in self.engines:
             ready.add_metric([engine.model_id], 1.0 if engine.state == "ready" else 0.0)
             if engine.state == "ready":

@@ -15,10 +15,11 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import MISSING, fields, replace
 from typing import Any
 
-from ocak.config import Settings
+from ocak.config import Settings, parse_duration
 from ocak.engines.base import Engine
 from ocak.engines.registry import EngineRegistry
 from ocak.engines.stream import Primed, prime
+from ocak.errors import InvalidRequest
 from ocak.gateway.generation import chat_payload, remote_events
 from ocak.gateway.router import Alias, LocalTarget, RemoteTarget, Router, Served, Target
 from ocak.protocol.generation import GenerationEvent, GenerationRequest
@@ -52,9 +53,23 @@ def local_body(body: ModelRequest, target: LocalTarget) -> ModelRequest:
     return type(body).model_validate(data)
 
 
+def requested_keep_alive(body: ModelRequest) -> float | bool | None:
+    """The request's own ``keep_alive`` (Ollama's field: how long its local model stays
+    loaded afterwards); False when it sets none."""
+    extra = body.model_extra or {}
+    if "keep_alive" not in extra:
+        return False
+    try:
+        return parse_duration(extra["keep_alive"])
+    except ValueError as exc:
+        raise InvalidRequest(str(exc), param="keep_alive") from None
+
+
 def remote_payload(raw: dict[str, Any], body: ModelRequest, target: Target) -> dict[str, Any]:
-    """The client's JSON, with the server's max_tokens cap and the alias's params."""
+    """The client's JSON, with the server's max_tokens cap and the alias's params (and not
+    ``keep_alive``, which is about this machine's models)."""
     payload = dict(raw)
+    payload.pop("keep_alive", None)
     if (
         body.max_tokens is not None
         and "max_tokens" not in payload
@@ -134,18 +149,20 @@ class ModelServing:
         record = ctx.record
         record.stream = bool(body.stream)
         client_json: dict[str, Any] | None = None
+        keep_alive = requested_keep_alive(body)
 
         async def attempt(target: Target) -> tuple[Primed | Upstream, Locality]:
             nonlocal client_json
             if isinstance(target, LocalTarget):
-                engine = self.engines.get(target.engine)
-                record.backend, record.locality = backend_of(engine), "local"
                 mine = local_body(body, target)
                 if isinstance(mine, ChatCompletionRequest):
                     plan = plan_body(mine)
                 else:
                     plan = ChatPlan(mine.to_generation_request())
-                return await prime(plan.wrap(engine.generate(plan.request)), record), "local"
+                engine = await self.engines.acquire(target.engine, keep_alive=keep_alive)
+                record.backend, record.locality = backend_of(engine), "local"
+                events = self.engines.held(target.engine, engine.generate(plan.request))
+                return await prime(plan.wrap(events), record), "local"
             record.backend, record.locality = target.name, None
             if client_json is None:
                 client_json = await raw() if raw else body.model_dump(exclude_unset=True)
@@ -181,8 +198,8 @@ class ModelServing:
         async def attempt(target: Target) -> tuple[Primed | Upstream, Locality]:
             mine = generation_params(request, target)
             if isinstance(target, LocalTarget):
-                engine = self.engines.get(target.engine)
-                return await prime(engine.generate(replace(mine, model=target.engine))), "local"
+                local = replace(mine, model=target.engine)
+                return await prime(self.engines.generate(target.engine, local)), "local"
             payload = chat_payload(mine)
             for k, v in target.params.items():  # provider-specific ones (Replicate's input)
                 if k not in _GENERATION_DEFAULTS:

@@ -20,9 +20,9 @@ from typing import Literal
 from ocak import __version__
 from ocak.config import Settings
 from ocak.errors import OcakError
-from ocak.models.gguf_header import kv_shape, read_metadata
 from ocak.models.hardware import CudaStatus, detect_cuda, memory
-from ocak.models.store import ModelSpec, disk_size, resolve
+from ocak.models.memory import estimate
+from ocak.models.store import ModelSpec, resolve
 from ocak.system.cpu import CpuInfo, read_cpu
 from ocak.system.llama_build import NO_AMX_FLAGS, Probe, assess, probe
 
@@ -185,20 +185,11 @@ def check_serve(report: Report, settings: Settings, available: int) -> list[Mode
             )
             continue
         specs.append(spec)
-        weights = disk_size(spec.path)
+        need = estimate(spec, ctx_size=settings.ctx_size, parallel=settings.parallel)
+        weights, cache = need.weights, need.cache
         line = f"{spec.engine}, {spec.path} ({gib(weights)})"
-        cache = 0
-        if spec.engine == "llama.cpp":
-            try:
-                shape = kv_shape(read_metadata(spec.path).get)
-            except (OcakError, OSError):
-                shape = None
-            if shape is not None:
-                tokens = settings.parallel * settings.ctx_size
-                cache = shape.bytes_for(tokens)
-                line += (
-                    f"; KV cache {gib(cache)} for {settings.parallel} x {settings.ctx_size} tokens"
-                )
+        if cache:
+            line += f"; KV cache {gib(cache)} for {settings.parallel} x {settings.ctx_size} tokens"
         section[spec.id] = line
         needed += weights + cache
     section["memory needed"] = f"about {gib(needed)}"

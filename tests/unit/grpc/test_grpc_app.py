@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -109,13 +111,14 @@ def test_health_not_serving_while_loading_then_serving() -> None:
             assert s.check("ocak.v1.Ocak") == NOT_SERVING
             watch = s.health.Watch(health_pb2.HealthCheckRequest(service=""), timeout=20)
             assert next(watch).status == NOT_SERVING
-            # Calls while loading: UNAVAILABLE, with a hint to retry.
-            err = rpc_error(lambda: chat(s.stub))
-            assert err.code() == grpc.StatusCode.UNAVAILABLE
-            assert "loading" in str(err.details())
-            assert trailers(err)["retry-after"] == "1"
-            gate.set()
-            assert next(watch).status == SERVING
+            # A call while the model loads waits for the load (it does not fail).
+            with ThreadPoolExecutor(1) as pool:
+                waiting = pool.submit(chat, s.stub)
+                time.sleep(0.5)
+                assert not waiting.done()
+                gate.set()
+                assert next(watch).status == SERVING
+                assert "".join(r.content for r in waiting.result(timeout=20))
             watch.cancel()
             assert s.check() == SERVING
             assert s.check("ocak.v1.Ocak") == SERVING

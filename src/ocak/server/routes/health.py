@@ -14,7 +14,10 @@ router = APIRouter(tags=["health"])
 
 @router.get("/health")
 async def health(request: Request) -> JSONResponse:
-    """200 once a model is ready; 503 while loading or when every model failed."""
+    """Ready (200) once the start-up loads have run and a model given at start can answer:
+    loaded, or unloaded while idle and loaded again by the next request. 503 while the
+    start-up loads run, or when every model given at start failed to load. Whether each
+    model is loaded now is in the list (and in ``/v1/models``)."""
     engines = get_state(request).engines
     models: list[dict[str, Any]] = []
     for e in engines:
@@ -27,7 +30,7 @@ async def health(request: Request) -> JSONResponse:
         models.append(entry)
     if engines.loading:
         return JSONResponse({"status": "loading", "models": models}, status_code=503)
-    if not engines.ready:
+    if not engines.servable:
         detail = "; ".join(f"{e.model_id}: {e.error}" for e in engines.failed) or "no models"
         return JSONResponse(
             {"status": "error", "detail": detail, "models": models}, status_code=503

@@ -1,6 +1,7 @@
-"""Changing the model store over HTTP: ``POST /v1/models/pull`` and ``DELETE /v1/models/{id}``.
+"""Changing the models over HTTP: ``POST /v1/models/pull``, ``POST /v1/models/{id}/load``
+and ``/unload``, ``DELETE /v1/models/{id}``.
 
-Both change the machine, so both need the administrator scope. A pull runs in a
+Each changes the machine, so each needs the administrator scope. A pull runs in a
 worker thread (``models/hub.py``); with ``stream`` (the default, like Ollama's
 ``/api/pull``) its progress arrives as server-sent events, one JSON object each:
 ``{"status": "downloading", "file": ..., "completed": ..., "total": ...}``, then
@@ -24,8 +25,10 @@ from ocak.errors import OcakError
 from ocak.models.hub import Hub, Progress, parse_ref, pull
 from ocak.models.manifest import Manifest
 from ocak.models.store import ModelStore
+from ocak.protocol.openai import ModelCard
 from ocak.server.auth import require_admin
 from ocak.server.routes.admin import ERRORS
+from ocak.server.routes.models import card
 from ocak.server.services import Services, get_state
 from ocak.server.streaming import SSE_HEADERS, sse, sse_error
 
@@ -147,10 +150,35 @@ async def _events(
             return
 
 
+class Unloaded(BaseModel):
+    id: str
+    object: str = "model"
+    unloaded: bool = Field(description="False when the model was not loaded.")
+
+
+@router.post("/v1/models/{model_id:path}/load", response_model=ModelCard, responses=ERRORS)
+async def load_model(model_id: str, request: Request) -> ModelCard:
+    """Load a model now (administrator); it then stays for its keep_alive."""
+    state = get_state(request)
+    engine = await state.engines.load(model_id)
+    return card(engine, int(state.started), state.engines.residency(model_id))
+
+
+@router.post("/v1/models/{model_id:path}/unload", response_model=Unloaded, responses=ERRORS)
+async def unload_model(model_id: str, request: Request) -> Unloaded:
+    """Unload a model (administrator) once its requests in flight have finished; a request
+    that arrives meanwhile waits and loads it again."""
+    state = get_state(request)
+    return Unloaded(id=model_id, unloaded=await state.engines.unload(model_id))
+
+
 @router.delete("/v1/models/{model_id:path}", response_model=ModelDeleted, responses=ERRORS)
 async def delete_model(model_id: str, request: Request) -> ModelDeleted:
-    """Delete a model from the store (administrator). A model being served stays loaded
-    until the server restarts or unloads it."""
+    """Delete a model from the store (administrator); a loaded one is unloaded first, once
+    its requests in flight have finished."""
     state = get_state(request)
-    removed = ModelStore(state.settings.model_dir).remove(model_id)
+    store = ModelStore(state.settings.model_dir)
+    store.get(model_id)  # 404 before anything is unloaded
+    await state.engines.forget(model_id)
+    removed = store.remove(model_id)
     return ModelDeleted(id=removed.name)

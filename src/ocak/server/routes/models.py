@@ -1,10 +1,13 @@
-"""``GET /v1/models`` and ``GET /v1/models/{id}``."""
+"""``GET /v1/models`` and ``GET /v1/models/{id}``: aliases and local models, loaded or not."""
 
 from __future__ import annotations
+
+from typing import Any
 
 from fastapi import APIRouter, Request, Response
 
 from ocak.engines.base import Engine
+from ocak.engines.registry import Residency
 from ocak.errors import ModelNotFound
 from ocak.gateway.router import Alias
 from ocak.protocol.openai import ModelCard, ModelList
@@ -16,20 +19,30 @@ from ocak.server.services import get_state
 router = APIRouter(tags=["models"])
 
 
-def card(engine: Engine, created: int) -> ModelCard:
+def card(engine: Engine, created: int, residency: Residency | None = None) -> ModelCard:
+    """A local model: its engine, whether it is loaded now, and until when it stays."""
     info = engine.info()
-    return ModelCard(
-        id=info.id,
-        created=created,
-        meta={
-            "engine": info.engine,
-            "context_length": info.context_length,
-            "quantization": info.quantization,
-            "size_bytes": info.size_bytes,
-            "state": engine.state,
-            "locality": "local",
-        },
-    )
+    meta: dict[str, Any] = {
+        "engine": info.engine,
+        "context_length": info.context_length,
+        "quantization": info.quantization,
+        "size_bytes": info.size_bytes,
+        "state": engine.state,
+        "loaded": engine.state == "ready",
+        "locality": "local",
+    }
+    if residency is not None:
+        meta["keep_alive"] = residency.keep_alive  # seconds idle before unloading; null: never
+        if engine.state == "ready":
+            meta.update(
+                resident_bytes=residency.resident,
+                loaded_at=residency.loaded_at,
+                expires_at=residency.expires_at,  # null while in use, or never
+                in_flight=residency.inflight,
+            )
+    if engine.error:
+        meta["error"] = engine.error
+    return ModelCard(id=info.id, created=created, meta=meta)
 
 
 def alias_card(alias: Alias, created: int) -> ModelCard:
@@ -54,7 +67,12 @@ async def list_models(request: Request) -> ModelList:
     created = int(state.started)
     found = state.serving.models(get_key(request))
     return ModelList(
-        data=[alias_card(m, created) if isinstance(m, Alias) else card(m, created) for m in found]
+        data=[
+            alias_card(m, created)
+            if isinstance(m, Alias)
+            else card(m, created, state.engines.residency(m.model_id))
+            for m in found
+        ]
     )
 
 
@@ -73,4 +91,4 @@ async def get_model(model_id: str, request: Request, response: Response) -> Mode
     if engine is None:
         raise ModelNotFound(model_id)
     response.headers[LOCALITY] = "local"
-    return card(engine, created)
+    return card(engine, created, state.engines.residency(model_id))
