@@ -74,13 +74,22 @@ def phase(url: str | None) -> tuple[float, list[Turn]]:
     return float(proc.queue.get()), turns  # type: ignore[attr-defined]
 
 
-def serve(priority: str) -> Process:
-    data = tempfile.mkdtemp(prefix=f"ocak-bench-game-{priority}-")
+# ocak's flags in each phase: priority alone, and priority with one core left to the game
+PHASES = [
+    ("--priority normal", ["--priority", "normal"]),
+    ("--priority low", ["--priority", "low"]),
+    (f"--priority low --threads {max(1, (os.cpu_count() or 2) - 1)}",
+     ["--priority", "low", "--threads", str(max(1, (os.cpu_count() or 2) - 1))]),
+]  # fmt: skip
+
+
+def serve(name: str, flags: list[str]) -> Process:
+    data = tempfile.mkdtemp(prefix="ocak-bench-game-")
     port = free_port()
-    cmd = [sys.executable, "-m", "ocak", "serve", "--port", str(port), "--priority", priority]
+    cmd = [sys.executable, "-m", "ocak", "serve", "--port", str(port), *flags]
     cmd += ["--parallel", "2", "--ctx-size", "2048"]
     os.environ["OCAK_DATA_DIR"] = data
-    server = Process(f"ocak-game-{priority}", cmd, port).wait()
+    server = Process(f"ocak-game-{len(name)}", cmd, port).wait()
     card = (ROOT / "examples" / "characters" / "bram.yaml").read_bytes()
     httpx.post(f"{server.url}/v1/characters/import", content=card, timeout=60).raise_for_status()
     return server
@@ -91,17 +100,17 @@ def main() -> None:
     print("stand-in alone ...", flush=True)
     alone, _ = phase(None)
     rows.append(["alone", alone, 1.0, 0, float("nan"), float("nan")])
-    for priority in ("normal", "low"):
-        server = serve(priority)
+    for name, flags in PHASES:
+        server = serve(name, flags)
         try:
-            print(f"beside ocak --priority {priority} ...", flush=True)
+            print(f"beside ocak {name} ...", flush=True)
             fps, turns = phase(server.url)
         finally:
             server.stop()
         ok = [t.complete for t in turns if t.ok]
         rows.append(
             [
-                f"beside ocak, --priority {priority}",
+                f"beside ocak {name}",
                 fps,
                 alone / fps if fps else float("nan"),
                 len(ok),
@@ -113,8 +122,9 @@ def main() -> None:
     body += (
         f"A game stand-in pinned to core 0 (hashing 'frames' flat out) for {SECONDS:.0f} s "
         "alone, then beside `ocak serve` (default threads: all cores) playing streaming "
-        "character turns back to back with the example NPC, at normal priority and with "
-        "`--priority low` (nice 10 on Linux).\n\n"
+        "character turns back to back with the example NPC (one player), at normal priority, "
+        "with `--priority low` (nice 10 on Linux), and with `--priority low` and one core "
+        "left to the game (`--threads`).\n\n"
     )
     body += table(
         ["phase", "frames/s", "slowdown (x)", "turns", "turn p50 (s)", "turn p95 (s)"], rows
