@@ -30,7 +30,7 @@ from ocak.errors import OcakError
 from ocak.models.families import check_family, fix_spec, normalize
 from ocak.models.hardware import CudaStatus, available_memory, detect_cuda
 from ocak.models.manifest import Manifest, describe_files
-from ocak.models.source import SourceInfo, inspect_source
+from ocak.models.source import SourceInfo, inspect_source, read_json_object
 from ocak.models.store import alive, fsync_tree, swap_into_place
 
 QUANTIZATIONS = (
@@ -233,11 +233,7 @@ def read_metadata(folder: Path) -> dict[str, Any] | None:
     """``ocak.json`` of a converted model, or None when ``folder`` holds no model."""
     if not (folder / "model.bin").is_file():
         return None
-    try:
-        data = json.loads((folder / METADATA).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-    return data if isinstance(data, dict) else {}
+    return read_json_object(folder / METADATA)
 
 
 def _tmp_prefix(name: str) -> str:

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 from ocak.models.gguf_header import read_metadata
 from ocak.models.manifest import Manifest
-from ocak.models.source import stored_quantization
+from ocak.models.source import read_json_object, stored_quantization
 from ocak.models.store import ModelSpec, disk_size
 
 # llama.cpp's ``general.file_type`` values (``llama_ftype``), for installs without ``gguf``
@@ -61,8 +60,8 @@ def _gguf(path: Path) -> dict[str, Any]:
 
 
 def _checkpoint(folder: Path) -> dict[str, Any]:
-    config = _json(folder / "config.json")
-    tokenizer = _json(folder / "tokenizer_config.json")
+    config = read_json_object(folder / "config.json")
+    tokenizer = read_json_object(folder / "tokenizer_config.json")
     template = tokenizer.get("chat_template")
     jinja = folder / "chat_template.jinja"
     if not template and jinja.is_file():
@@ -73,11 +72,3 @@ def _checkpoint(folder: Path) -> dict[str, Any]:
         "context length": config.get("max_position_embeddings"),
         "chat template": template if isinstance(template, str) else None,
     }
-
-
-def _json(path: Path) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-    return data if isinstance(data, dict) else {}

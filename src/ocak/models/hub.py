@@ -17,7 +17,6 @@ of the same name resumes from the staging folder.
 from __future__ import annotations
 
 import hashlib
-import json
 import re
 import shutil
 import time
@@ -30,6 +29,7 @@ import httpx
 
 from ocak.errors import InvalidRequest, ModelNotFound, OcakError, Unavailable
 from ocak.models.manifest import Manifest, Source, check_name, describe_files
+from ocak.models.source import read_json_object
 from ocak.models.store import ModelStore
 
 Stage = Literal["resolving", "downloading", "verifying", "converting", "success"]
@@ -411,9 +411,5 @@ def to_ctranslate2(source: Path, out: Path, report: Report) -> None:
 
 def _recommended(folder: Path) -> dict[str, Any]:
     """Sampling parameters from the checkpoint's ``generation_config.json``, if any."""
-    path = folder / "generation_config.json"
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-    return {k: data[k] for k in _PARAMS if isinstance(data, dict) and k in data}
+    data = read_json_object(folder / "generation_config.json")
+    return {k: data[k] for k in _PARAMS if k in data}

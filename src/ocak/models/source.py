@@ -32,6 +32,16 @@ DTYPE_BYTES = {
 TORCH_DTYPE_BYTES = {"float32": 4, "float16": 2, "bfloat16": 2, "float64": 8}
 
 
+def read_json_object(path: Path) -> dict[str, Any]:
+    """The JSON object in ``path``; {} when it is missing, unreadable or not an object
+    (model folders carry optional JSON files: configs, metadata, templates)."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
 class SourceError(OcakError):
     """A conversion source that is missing or not a checkpoint ocak can read."""
 
@@ -150,11 +160,7 @@ def _field(reader: Any, key: str) -> Any:
 def stored_quantization(path: Path, engine: str) -> str | None:
     """The weight format of a servable model, for ``ocak models list`` (None if unknown)."""
     if engine == "ctranslate2":
-        try:
-            data = json.loads((path / "ocak.json").read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            return None
-        value = data.get("quantization") if isinstance(data, dict) else None
+        value = read_json_object(path / "ocak.json").get("quantization")
         return str(value) if value else None
     try:
         import gguf

@@ -6,7 +6,6 @@ Serving needs only ``ctranslate2`` and ``tokenizers``: the converter saved
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 from pathlib import Path
@@ -18,6 +17,7 @@ from tokenizers.decoders import DecodeStream
 
 from ocak.engines.chat_template import ChatTemplate
 from ocak.errors import EngineError
+from ocak.models.source import read_json_object
 from ocak.models.store import ModelFileError
 
 log = logging.getLogger("ocak.ctranslate2")
@@ -27,14 +27,6 @@ log = logging.getLogger("ocak.ctranslate2")
 _seed_lock = threading.Lock()
 _RANDOM_SEED = 0xFFFFFFFF  # CTranslate2's "draw a seed from random_device"
 DECODE_CONTEXT = 4  # prompt tokens fed to a stream decoder so the first piece keeps its space
-
-
-def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-    return data if isinstance(data, dict) else {}
 
 
 def _token_text(value: Any) -> str:
@@ -49,7 +41,7 @@ def read_chat_template(folder: Path) -> str | None:
     if jinja.is_file():
         return jinja.read_text(encoding="utf-8")
     for name in ("chat_template.json", "tokenizer_config.json"):
-        template = _read_json(folder / name).get("chat_template")
+        template = read_json_object(folder / name).get("chat_template")
         if isinstance(template, str):
             return template
         if isinstance(template, list):  # named templates: the default one
@@ -81,9 +73,9 @@ class Ct2Model:
         self.device = device
         self.workers = workers
         self.threads_per_worker = threads_per_worker
-        self.meta = _read_json(path / "ocak.json")
-        ct2_config = _read_json(path / "config.json")
-        tok_config = _read_json(path / "tokenizer_config.json")
+        self.meta = read_json_object(path / "ocak.json")
+        ct2_config = read_json_object(path / "config.json")
+        tok_config = read_json_object(path / "tokenizer_config.json")
         try:
             self.generator = self._generator(workers)
         except (RuntimeError, ValueError) as exc:
@@ -120,7 +112,7 @@ class Ct2Model:
         eos = self.tokenizer.token_to_id(eos_text) if eos_text else None
         if eos is not None:
             ids.add(eos)
-        gen = _read_json(self.path / "generation_config.json").get("eos_token_id")
+        gen = read_json_object(self.path / "generation_config.json").get("eos_token_id")
         for value in gen if isinstance(gen, list) else [gen]:
             if isinstance(value, int):
                 ids.add(value)
