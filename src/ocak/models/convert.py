@@ -183,7 +183,6 @@ def convert(
         metadata = _convert_into(tmp, info, quant, progress)
         progress.stage("write", f"{target}")
         manifest = Manifest(name=name, kind="chat", engine="ctranslate2", files=describe_files(tmp))
-        manifest.size = sum(f.size for f in manifest.files)
         manifest.write(tmp)
         fsync_tree(tmp)
         swap_into_place(tmp, target)

@@ -16,12 +16,13 @@ of the same name resumes from the staging folder.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import re
 import shutil
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -98,11 +99,6 @@ class PullPlan:
     engine: str  # "llama.cpp" (a GGUF) or "ctranslate2" (a checkpoint, converted)
     entry: str  # the file the engine opens ('.' for a converted folder)
     license: str | None = None
-    params: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def size(self) -> int:
-        return sum(f.size for f in self.files)
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,13 +149,12 @@ class Hub:
             if isinstance(t, RepoFile)  # files, not folders
         ]
         card = getattr(info, "card_data", None) or {}
-        license_ = card.get("license") if hasattr(card, "get") else None
+        declared = card.get("license") if hasattr(card, "get") else None
+        license_ = str(declared) if declared else None
         ggufs = [f for f in files if f.path.lower().endswith(".gguf")]
         if ggufs:
             chosen = choose_gguf(ref, ggufs)
-            return PullPlan(
-                ref, commit, chosen, "llama.cpp", chosen[0].path, license_ and str(license_)
-            )
+            return PullPlan(ref, commit, chosen, "llama.cpp", chosen[0].path, license_)
         if ref.tag is not None:
             raise PullError(f"{ref.repo} has no GGUF files, so there is no '{ref.tag}' to pick")
         wanted = [f for f in files if "/" not in f.path and _CHECKPOINT_FILES.match(f.path)]
@@ -169,7 +164,7 @@ class Hub:
                 f"{ref.repo} holds neither GGUF files nor a safetensors checkpoint "
                 "(config.json and *.safetensors): nothing ocak can serve"
             )
-        return PullPlan(ref, commit, wanted, "ctranslate2", ".", license_ and str(license_))
+        return PullPlan(ref, commit, wanted, "ctranslate2", ".", license_)
 
     def download(self, plan: PullPlan, folder: Path, report: Report) -> None:
         """Every file of ``plan`` into ``folder`` (resuming what is there), each verified."""
@@ -189,47 +184,44 @@ class Hub:
                 report(Progress("verifying", f.path, f.size, f.size))
                 verify(dest, f)
 
-    def _translated(self, ref: HubRef) -> _Translate:
-        return _Translate(self, ref)
+    @contextlib.contextmanager
+    def _translated(self, ref: HubRef) -> Iterator[None]:
+        """``huggingface_hub``'s and the network's errors as ocak errors."""
+        try:
+            yield
+        except OcakError:
+            raise
+        except Exception as exc:
+            error = _hub_error(exc, self.where, ref)
+            if error is exc:
+                raise
+            raise error from None
 
 
-class _Translate:
-    """``with``: ``huggingface_hub``'s and the network's errors as ocak errors."""
+def _hub_error(exc: Exception, where: str, ref: HubRef) -> Exception:
+    from huggingface_hub import errors as hf
 
-    def __init__(self, hub: Hub, ref: HubRef) -> None:
-        self.hub, self.ref = hub, ref
-
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(
-        self, kind: type[BaseException] | None, exc: BaseException | None, tb: Any
-    ) -> None:
-        if exc is None or isinstance(exc, OcakError):
-            return
-        from huggingface_hub import errors as hf
-
-        where, repo = self.hub.where, self.ref.repo
-        if isinstance(exc, hf.GatedRepoError):
-            raise PullError(
-                f"{repo} is gated: accept its terms on the Hub, then set HF_TOKEN to a token "
-                "of yours"
-            ) from None
-        if isinstance(exc, hf.RepositoryNotFoundError):
-            raise ModelNotFound(
-                repo, f"no repository '{repo}' on {where} (or it is private: set HF_TOKEN)"
-            ) from None
-        if isinstance(exc, hf.RevisionNotFoundError):
-            raise PullError(f"{repo} has no revision '{self.ref.revision}'") from None
-        if isinstance(exc, hf.EntryNotFoundError):
-            raise PullError(f"a file of {repo} is missing on {where}: {exc}") from None
-        if isinstance(exc, hf.HfHubHTTPError):
-            raise Unavailable(f"{where} answered the pull of {repo} with an error: {exc}") from None
-        if isinstance(exc, OSError | ConnectionError) or type(exc).__module__.startswith("httpx"):
-            raise Unavailable(
-                f"cannot reach {where} to pull {repo} ({type(exc).__name__}: {exc}); check the "
-                "network, or HF_ENDPOINT for a mirror"
-            ) from None
+    repo = ref.repo
+    if isinstance(exc, hf.GatedRepoError):
+        return PullError(
+            f"{repo} is gated: accept its terms on the Hub, then set HF_TOKEN to a token of yours"
+        )
+    if isinstance(exc, hf.RepositoryNotFoundError):
+        return ModelNotFound(
+            repo, f"no repository '{repo}' on {where} (or it is private: set HF_TOKEN)"
+        )
+    if isinstance(exc, hf.RevisionNotFoundError):
+        return PullError(f"{repo} has no revision '{ref.revision}'")
+    if isinstance(exc, hf.EntryNotFoundError):
+        return PullError(f"a file of {repo} is missing on {where}: {exc}")
+    if isinstance(exc, hf.HfHubHTTPError):
+        return Unavailable(f"{where} answered the pull of {repo} with an error: {exc}")
+    if isinstance(exc, OSError | ConnectionError) or type(exc).__module__.startswith("httpx"):
+        return Unavailable(
+            f"cannot reach {where} to pull {repo} ({type(exc).__name__}: {exc}); check the "
+            "network, or HF_ENDPOINT for a mirror"
+        )
+    return exc  # not a failure of the Hub's: as it was
 
 
 def choose_gguf(ref: HubRef, ggufs: list[RemoteFile]) -> list[RemoteFile]:
@@ -376,11 +368,8 @@ def pull(
         params = _recommended(downloads)
         if plan.engine == "ctranslate2":
             report(Progress("converting", detail="to CTranslate2"))
-            (convert or to_ctranslate2)(downloads, folder / "model", report)
-            shutil.rmtree(downloads)
-            for part in (folder / "model").iterdir():
-                part.rename(folder / part.name)
-            (folder / "model").rmdir()
+            (convert or to_ctranslate2)(downloads, folder, report)
+            shutil.rmtree(downloads)  # the checkpoint itself is not kept
         manifest = Manifest(
             name=ref.name,
             kind="chat",
@@ -391,7 +380,6 @@ def pull(
             license=plan.license,
             params=params,
         )
-        manifest.size = sum(f.size for f in manifest.files)
         store.commit(folder, manifest)
     report(Progress("success", detail=f"{ref.name} ({plan.commit[:12]})"))
     return manifest

@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, computed_field
 
 from ocak.errors import InvalidRequest, OcakError
 
@@ -68,12 +68,17 @@ class Manifest(BaseModel):
     files: list[StoredFile] = Field(default_factory=list)
     source: Source | None = None
     license: str | None = None
-    size: int = Field(0, ge=0, description="Bytes on disk, all files.")
     params: dict[str, Any] = Field(
         default_factory=dict, description="Sampling parameters the model's authors recommend."
     )
     base: str | None = Field(None, description="For an adapter: the model it applies to.")
     created: float = Field(default_factory=time.time)
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def size(self) -> int:
+        """Bytes on disk, all files (written to the manifest for other readers)."""
+        return sum(f.size for f in self.files)
 
     def write(self, folder: Path) -> None:
         """Write atomically: a reader never sees half a manifest."""

@@ -22,7 +22,7 @@ from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from ocak.errors import OcakError
-from ocak.models.hub import Hub, Progress, parse_ref, pull
+from ocak.models.hub import Hub, HubRef, Progress, parse_ref, pull
 from ocak.models.manifest import Manifest
 from ocak.models.store import ModelStore
 from ocak.protocol.openai import ModelCard
@@ -78,10 +78,9 @@ def _event(p: Progress) -> dict[str, Any]:
     return event
 
 
-async def _run_pull(state: Services, body: PullRequest, queue: asyncio.Queue[Any]) -> Manifest:
+async def _run_pull(state: Services, ref: HubRef, queue: asyncio.Queue[Any]) -> Manifest:
     """The pull in a worker thread; its progress (throttled per file) into ``queue``."""
     loop = asyncio.get_running_loop()
-    ref = parse_ref(body.model, body.revision)  # a bad name: 400 before anything starts
     last: dict[str | None, float] = {}
 
     def report(p: Progress) -> None:
@@ -101,9 +100,9 @@ async def _run_pull(state: Services, body: PullRequest, queue: asyncio.Queue[Any
 async def pull_model(body: PullRequest, request: Request) -> Any:
     """Download a model from the Hugging Face Hub into the store (administrator)."""
     state = get_state(request)
-    parse_ref(body.model, body.revision)  # 400 for a bad reference, before a stream starts
+    ref = parse_ref(body.model, body.revision)  # 400 for a bad reference, before a stream
     queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
-    task = asyncio.ensure_future(_run_pull(state, body, queue))
+    task = asyncio.ensure_future(_run_pull(state, ref, queue))
     state.background.add(task)  # held: the pull goes on if the client leaves
     task.add_done_callback(state.background.discard)
     if not body.stream:
