@@ -127,18 +127,20 @@ class EngineRegistry:
         engine = self._engines.get(model_id)
         if engine is None or model_id not in self._from_catalog or engine.state == "ready":
             return False
-        if self.catalog is None or model_id in (names or self.catalog.names()):
+        if self.catalog is None:
             return False
+        if model_id in (names if names is not None else self.catalog.names()):
+            return False
+        self._remove(model_id)
+        return True
+
+    def _remove(self, model_id: str) -> None:
         self._engines.pop(model_id, None)
         self._res.pop(model_id, None)
         self._from_catalog.discard(model_id)
-        return True
 
     def __iter__(self) -> Iterator[Engine]:
         return iter(self._known())
-
-    def __len__(self) -> int:
-        return len(self._known())
 
     def __contains__(self, model_id: str) -> bool:
         return self.find(model_id) is not None
@@ -156,17 +158,6 @@ class EngineRegistry:
                 self._from_catalog.add(model_id)
         return engine
 
-    def get(self, model_id: str) -> Engine:
-        """The loaded engine for ``model_id``; 404 if unknown, 503 while it is not loaded."""
-        engine = self.find(model_id)
-        if engine is None:
-            raise ModelNotFound(model_id)
-        if engine.state == "loading":
-            raise Unavailable(f"The model '{model_id}' is still loading.", retry_after=1.0)
-        if engine.state != "ready":
-            raise Unavailable(f"The model '{model_id}' is unavailable: {engine.error}")
-        return engine
-
     async def forget(self, model_id: str) -> None:
         """A model removed from the store: unloaded (after its requests) and no longer known
         (a model given at start stays known; its next load says what is missing)."""
@@ -174,9 +165,7 @@ class EngineRegistry:
             return
         await self.unload(model_id, reason="removed")
         if model_id not in self.startup:
-            self._engines.pop(model_id, None)
-            self._res.pop(model_id, None)
-            self._from_catalog.discard(model_id)
+            self._remove(model_id)
 
     def residency(self, model_id: str) -> Residency | None:
         return self._res.get(model_id)
