@@ -16,12 +16,11 @@ from typing import Any
 import httpx
 import typer
 import yaml
-from rich.console import Console
 from rich.table import Table
 
 from ocak.characters import store
 from ocak.characters.cards import load_card
-from ocak.cli.common import err_console, fail, fail_on
+from ocak.cli.common import err_console, fail, fail_on, wide_console
 from ocak.config import Settings
 from ocak.errors import OcakError
 from ocak.store.db import Database
@@ -73,8 +72,7 @@ def list_cards(config: Path = CONFIG) -> None:
         lore = str(len(c.lorebook.entries)) if c.lorebook else "0"
         actions = ", ".join(a.name for a in c.actions) or "-"
         table.add_row(c.id, c.name, c.model, str(len(c.emotions)), actions, lore)
-    console = Console() if Console().is_terminal else Console(width=160)
-    console.print(table)
+    wide_console().print(table)
 
 
 @app.command("show")

@@ -14,6 +14,15 @@ from ocak.errors import OcakError
 err_console = Console(stderr=True)
 
 
+def wide_console(width: int = 160) -> Console:
+    """A console for tables: the terminal's width, or ``width`` when piped (whole lines for
+    grep and logs, not rich's 80 columns)."""
+    console = Console()
+    if not console.is_terminal:
+        console = Console(width=width)
+    return console
+
+
 def setup_logging(level: str = "info") -> None:
     logging.basicConfig(
         level=getattr(logging, level.upper(), logging.INFO),

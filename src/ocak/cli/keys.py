@@ -7,10 +7,9 @@ import time
 from pathlib import Path
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
-from ocak.cli.common import err_console, fail_on
+from ocak.cli.common import err_console, fail_on, wide_console
 from ocak.config import Settings
 from ocak.errors import InvalidRequest, OcakError
 from ocak.store.db import Database, database_path, open_database
@@ -44,14 +43,6 @@ def open_store(config: Path | None) -> Database:
         return open_database(database_path(settings.data_dir))
     except OcakError as exc:
         fail_on(exc, 2)
-
-
-def wide_console() -> Console:
-    """A console for tables: the terminal's width, or wide enough when piped."""
-    console = Console()
-    if not console.is_terminal:
-        console = Console(width=160)
-    return console
 
 
 def _when(ts: float | None) -> str:

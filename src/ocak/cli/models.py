@@ -10,7 +10,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from ocak.cli.common import fail_on
+from ocak.cli.common import fail_on, wide_console
 from ocak.cli.convert import convert
 from ocak.config import Settings
 from ocak.errors import OcakError
@@ -36,10 +36,7 @@ def list_models() -> None:
         quant = stored_quantization(spec.path, spec.engine) or "?"
         size = _size(disk_size(spec.path))
         table.add_row(spec.id, spec.kind, spec.engine, quant, size, str(spec.path))
-    console = Console()
-    if not console.is_terminal:  # a pipe or a log: whole lines, for grep, not 80 columns
-        console = Console(width=240)
-    console.print(table)
+    wide_console(240).print(table)  # paths are long
     partials = ModelStore(settings.model_dir).partials()
     if partials:
         names = ", ".join(p.name for p in partials)
@@ -54,11 +51,10 @@ class _PullBar:
 
     def __init__(self, console: Console) -> None:
         self.console = console
-        self.tty = console.is_terminal
         self.bar: Any = None
         self.tasks: dict[str, Any] = {}
         self.last: dict[str, float] = {}
-        if self.tty:
+        if console.is_terminal:
             from rich.progress import (
                 BarColumn,
                 DownloadColumn,

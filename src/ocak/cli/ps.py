@@ -7,10 +7,9 @@ from typing import Annotated, Any
 
 import httpx
 import typer
-from rich.console import Console
 from rich.table import Table
 
-from ocak.cli.common import fail
+from ocak.cli.common import fail, wide_console
 
 
 def _until(expires_at: Any, in_flight: int) -> str:
@@ -52,7 +51,4 @@ def ps(
         table.add_row(
             model["id"], str(meta.get("engine")), memory, str(meta.get("context_length")), until
         )
-    console = Console()
-    if not console.is_terminal:
-        console = Console(width=240)
-    console.print(table)
+    wide_console(240).print(table)

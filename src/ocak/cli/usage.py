@@ -9,8 +9,8 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from ocak.cli.common import err_console, fail_on
-from ocak.cli.keys import CONFIG, open_store, parse_duration, wide_console
+from ocak.cli.common import err_console, fail_on, wide_console
+from ocak.cli.keys import CONFIG, open_store, parse_duration
 from ocak.errors import InvalidRequest, OcakError
 from ocak.store.usage import GROUPS, summarize
 

@@ -74,7 +74,7 @@ _DURATION = re.compile(r"^(?:(\d+(?:\.\d+)?)h)?(?:(\d+(?:\.\d+)?)m)?(?:(\d+(?:\.
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]?)(?:i?B)?\s*$", re.IGNORECASE)
 
 
-def parse_duration(value: Any) -> float | None:
+def parse_keep_alive(value: Any) -> float | None:
     """A keep-alive: seconds, or ``30s``/``5m``/``1h30m``; ``-1`` (any negative) for ever
     (None); ``0`` at once. Ollama's spelling."""
     if value is None:
@@ -108,7 +108,7 @@ def parse_size(value: Any) -> int | None:
     return int(float(match.group(1)) * scale)
 
 
-Duration = Annotated[float | None, BeforeValidator(parse_duration)]
+KeepAlive = Annotated[float | None, BeforeValidator(parse_keep_alive)]
 Size = Annotated[int | None, BeforeValidator(parse_size)]
 
 
@@ -117,7 +117,7 @@ class ModelOptions(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    keep_alive: Duration = Field(
+    keep_alive: KeepAlive = Field(
         None, description="Idle time before it is unloaded (default: keep_alive)."
     )
 
@@ -175,7 +175,7 @@ class Settings(BaseSettings):
         description="Memory the loaded models may use (weights and KV cache, estimated "
         "before loading); idle models are unloaded to make room (default: no budget).",
     )
-    keep_alive: Duration = Field(
+    keep_alive: KeepAlive = Field(
         300.0,
         description="Idle time before a model is unloaded: seconds or 30s/5m/1h, -1 for "
         "never, 0 at once (a request's own keep_alive wins).",

@@ -15,7 +15,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import MISSING, fields, replace
 from typing import Any
 
-from ocak.config import Settings, parse_duration
+from ocak.config import Settings, parse_keep_alive
 from ocak.engines.base import Engine
 from ocak.engines.registry import EngineRegistry
 from ocak.engines.stream import Primed, prime
@@ -60,7 +60,7 @@ def requested_keep_alive(body: ModelRequest) -> float | bool | None:
     if "keep_alive" not in extra:
         return False
     try:
-        return parse_duration(extra["keep_alive"])
+        return parse_keep_alive(extra["keep_alive"])
     except ValueError as exc:
         raise InvalidRequest(str(exc), param="keep_alive") from None
 

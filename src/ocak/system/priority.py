@@ -32,12 +32,3 @@ def set_priority(priority: str) -> str:
                 current = os.getpriority(os.PRIO_PROCESS, thread.id)
                 os.setpriority(os.PRIO_PROCESS, thread.id, max(current, LOW_NICE))
     return f"nice {process.nice()}"
-
-
-def thread_nice() -> int:
-    """The calling thread's nice value (Linux: per thread), for tests and ``doctor``."""
-    if sys.platform.startswith("linux"):
-        import threading
-
-        return os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
-    return os.nice(0) if hasattr(os, "nice") else 0
