@@ -87,8 +87,7 @@ def build_registry(settings: Settings) -> tuple[EngineRegistry, list[str]]:
     for raw in settings.model:
         try:
             spec = resolve(raw, settings.model_dir)
-            registry.add(engine_for(spec, settings))
-            registry.startup.append(spec.id)
+            registry.add(engine_for(spec, settings), at_start=True)
         except ModelNotFound:
             message = (
                 f"model '{raw}' not found: it is not 'default', not a file, and not "

@@ -101,15 +101,18 @@ class EngineRegistry:
         self.load_seconds: dict[str, float] = {}
         self.evictions: Counter[tuple[str, str]] = Counter()  # (model, reason)
         for engine in engines:
-            self.add(engine)
-            self.startup.append(engine.model_id)
+            self.add(engine, at_start=True)
 
     # -- what is known -------------------------------------------------------------
 
-    def add(self, engine: Engine) -> None:
+    def add(self, engine: Engine, *, at_start: bool = False) -> None:
+        """Know ``engine``; ``at_start``: one of the models loaded at start (the first one
+        is the default)."""
         if engine.model_id in self._engines:
             raise ValueError(f"two models share the id '{engine.model_id}'")
         self._engines[engine.model_id] = engine
+        if at_start:
+            self.startup.append(engine.model_id)
         default = self.keep_alive_for.get(engine.model_id, self.keep_alive)
         self._res[engine.model_id] = Residency(default_keep_alive=default)
 
