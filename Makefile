@@ -12,7 +12,7 @@ BIN := $(VENV)/bin
 export CMAKE_ARGS ?= -DLLAMA_BUILD_TOOLS=OFF -DLLAMA_BUILD_SERVER=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_CURL=OFF
 ARGS ?=
 
-.PHONY: serve test test-fast install llama chromium dev lint typecheck bench clean proto
+.PHONY: serve test test-fast install llama chromium espeak-ng dev lint typecheck bench clean proto
 
 $(BIN)/python:
 	@[ -n "$(PYTHON)" ] || { echo "error: ocak needs Python 3.11 or newer and none was found on PATH (install it, or set PYTHON=/path/to/python3.11)"; exit 1; }
@@ -58,6 +58,15 @@ chromium:
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
 	  else echo "note: no Chromium, so the browser tests skip (CI fails them): sudo apt-get install chromium"; fi; }
 
+# The voice benchmark's held recordings are spoken by espeak-ng (a different engine from
+# the Piper voice ocak speaks with). Installed here when missing and we may (root, apt-get).
+espeak-ng:
+	@command -v espeak-ng >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing espeak-ng for the voice benchmark (apt-get install espeak-ng)"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq espeak-ng >/dev/null; \
+	  else echo "note: no espeak-ng, so the voice benchmark skips its STT part: sudo apt-get install espeak-ng"; fi; }
+
 # The whole suite. pytest exits 5 when no test was collected: not a failure here.
 test: dev chromium $(AUTOGEN_VENV)/.installed
 	$(BIN)/python -m pytest $(ARGS); rc=$$?; if [ $$rc -eq 5 ]; then exit 0; fi; exit $$rc
@@ -79,7 +88,7 @@ lint: dev
 	MYPYPATH=src $(BIN)/mypy --strict scripts
 	$(BIN)/lint-imports
 
-bench: dev
+bench: dev espeak-ng
 	$(BIN)/pip install --quiet -e '.[dev,bench]'
 	$(BIN)/python -m bench $(ARGS)
 

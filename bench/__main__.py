@@ -19,9 +19,20 @@ BENCHES = {
     "gateway": "bench.gateway",
     "soak": "bench.soak",
     "beside_game": "bench.beside_game",
+    "adapters": "bench.adapters",
+    "voice": "bench.voice",
 }
 # `make bench` runs these; the others are named explicitly (`make bench ARGS=soak`).
-DEFAULT = ["serving", "constrained", "grpc", "ctranslate2", "characters", "beside_game"]
+DEFAULT = [
+    "serving",
+    "constrained",
+    "grpc",
+    "ctranslate2",
+    "characters",
+    "beside_game",
+    "adapters",
+    "voice",
+]
 
 
 def main() -> None:

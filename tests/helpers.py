@@ -143,3 +143,17 @@ def self_signed(folder: Path) -> tuple[Path, Path]:
         check=True, capture_output=True,
     )  # fmt: skip
     return cert, key
+
+
+# What GET /v1/models and gRPC's ListModels list after the chat models: the bundled speech
+# models, under their own names and OpenAI's.
+BUNDLED_SPEECH = [
+    "piper",
+    "tts-1",
+    "tts-1-hd",
+    "gpt-4o-mini-tts",
+    "whisper-tiny.en",
+    "whisper-1",
+    "gpt-4o-transcribe",
+    "gpt-4o-mini-transcribe",
+]

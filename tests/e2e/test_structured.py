@@ -253,7 +253,8 @@ def test_tool_history_is_accepted_and_answered(client: openai.OpenAI) -> None:
     assert not r.choices[0].message.tool_calls
 
 
-def test_a_call_cut_by_max_tokens_is_an_error_not_a_broken_call(server: ServerProcess) -> None:
+def test_a_call_that_cannot_fit_max_tokens_is_refused_not_broken(server: ServerProcess) -> None:
+    """No tool call fits in 4 tokens: a 400 naming max_tokens before decoding, not half a call."""
     r = httpx.post(
         f"{server.url}/v1/chat/completions",
         json={
@@ -267,8 +268,9 @@ def test_a_call_cut_by_max_tokens_is_an_error_not_a_broken_call(server: ServerPr
     )
     assert r.status_code == 400
     err = r.json()["error"]
-    assert err["code"] == "output_truncated"
+    assert err["code"] == "max_tokens_too_small"
     assert err["param"] == "max_tokens"
+    assert "at least" in err["message"]
 
 
 @pytest.mark.parametrize(

@@ -21,6 +21,12 @@ class Deleted(BaseModel):
     deleted: bool = True
 
 
+class DeletedSession(BaseModel):
+    id: str
+    object: Literal["session"] = "session"
+    deleted: bool = True
+
+
 class CreateSession(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -39,12 +45,31 @@ class JoinRequest(BaseModel):
     character: str = Field(pattern=ID_PATTERN)
 
 
+class AudioIn(BaseModel):
+    """The player's line as a recording (transcribed, then used as ``text``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    data: str = Field(description="The recording, base64: wav, mp3, ogg/opus, flac, webm...")
+    language: str | None = Field(None, description="The language spoken (default: detect).")
+
+
+SpeechFormat = Literal["pcm", "wav", "mp3", "opus", "flac", "aac"]
+
+
 class MessageIn(BaseModel):
     """The player's line, or a game event, to a session; one character answers."""
 
     model_config = ConfigDict(extra="forbid")
 
     text: str | None = Field(None, max_length=4000, description="What the player says.")
+    audio: AudioIn | None = Field(
+        None, description="What the player says, as a recording instead of text."
+    )
+    voice: bool = Field(False, description="Speak the answer: `audio` events with lip-sync data.")
+    voice_format: SpeechFormat = Field(
+        "pcm", description="Each sentence's audio: pcm (16-bit mono), or a whole wav/mp3/... file."
+    )
     event: str | None = Field(
         None,
         max_length=2000,
@@ -61,8 +86,10 @@ class MessageIn(BaseModel):
 
     @model_validator(mode="after")
     def _something(self) -> MessageIn:
-        if not self.respond and not (self.text or self.event):
-            raise ValueError("give 'text' or 'event' to record")
+        if self.audio is not None and self.text is not None:
+            raise ValueError("give 'text' or 'audio', not both")
+        if not self.respond and not (self.text or self.event or self.audio):
+            raise ValueError("give 'text', 'audio' or 'event' to record")
         return self
 
 
@@ -102,6 +129,32 @@ class RelationshipOut(BaseModel):
         )
 
 
+class VisemeOut(BaseModel):
+    viseme: str = Field(description="One of the 15 OVR visemes (sil, PP, FF, TH, DD, kk, ...).")
+    start_ms: int
+
+
+class WordOut(BaseModel):
+    word: str
+    start_ms: int
+    end_ms: int
+
+
+class AudioSegment(BaseModel):
+    """One sentence of a character's answer as audio; times are from the segment's start."""
+
+    index: int = Field(description="0, 1, ... in the order they are to be played.")
+    text: str = Field(description="What the segment says.")
+    emotion: str = Field(description="The emotion it was spoken with.")
+    format: SpeechFormat
+    sample_rate: int
+    audio: str = Field(description="The audio, base64.")
+    offset_ms: int = Field(description="Where the segment starts in the turn's audio.")
+    duration_ms: int
+    visemes: list[VisemeOut]
+    words: list[WordOut]
+
+
 class TurnUsage(BaseModel):
     prompt_tokens: int = 0
     completion_tokens: int = 0
@@ -126,6 +179,10 @@ class TurnOut(BaseModel):
     lore: list[str] = Field(description="Lorebook entries activated for this turn.")
     model: str
     usage: TurnUsage
+    transcript: str | None = Field(None, description="The player's recording, as heard.")
+    speech: list[AudioSegment] | None = Field(
+        None, description="The answer's audio (a voiced turn that is not streamed)."
+    )
 
 
 class Recorded(BaseModel):
@@ -134,6 +191,7 @@ class Recorded(BaseModel):
     object: Literal["session.input"] = "session.input"
     session_id: str
     seq: int
+    transcript: str | None = Field(None, description="The player's recording, as heard.")
 
 
 class TurnView(BaseModel):
@@ -145,6 +203,7 @@ class TurnView(BaseModel):
     narration: str | None = None
     emotion: EmotionOut | None = None
     actions: list[ActionOut] | None = None
+    interrupted: bool = Field(False, description="The player cut in: `text` is what was heard.")
     created_at: float
 
 

@@ -141,6 +141,19 @@ class Lorebook(BaseModel):
     token_budget: int = Field(256, ge=16, le=4096, description="Most tokens of lore per turn.")
 
 
+class VoiceSpec(BaseModel):
+    """How a character sounds: which engine and voice speak it, and how fast."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    engine: str = Field("piper", pattern=r"^piper$", description="The speech engine (piper).")
+    id: str | None = Field(
+        None, min_length=1, max_length=100, description="The voice (default: the server's first)."
+    )
+    speed: float = Field(1.0, ge=0.5, le=2.0, description="Speaking rate; 2 is twice as fast.")
+    emotional: bool = Field(True, description="Emotions change the rate and liveliness.")
+
+
 def _as_list(value: Any) -> Any:
     if isinstance(value, str):
         return [line.strip("-• ").strip() for line in value.splitlines() if line.strip()]
@@ -171,6 +184,7 @@ class Character(BaseModel):
     lorebook: Lorebook | None = None
     text_max_chars: int = Field(200, ge=20, le=2000, description="Longest spoken text.")
     temperature: float = Field(0.8, ge=0.0, le=2.0)
+    voice: VoiceSpec | None = Field(None, description="How the character sounds when voiced.")
 
     _lists = field_validator("knowledge", "goals", mode="before")(_as_list)
 

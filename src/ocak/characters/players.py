@@ -5,13 +5,15 @@ A player appears in the characters store only (``characters.db``): sessions
 summaries; relationships and memories name the player directly. Usage records
 (``ocak.db``) hold API keys, models and token counts, never a player or text.
 Deletion runs in one transaction: either everything about the player goes, or
-nothing does.
+nothing does; kept recordings of the player's sessions go after it.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
+from ocak.characters.recordings import Recordings
+from ocak.characters.store import purge_deleted
 from ocak.errors import InvalidRequest
 from ocak.store.db import Database
 
@@ -63,8 +65,14 @@ def delete_player(db: Database, player_id: str) -> dict[str, int]:
         raise InvalidRequest("a player id is needed", param="player_id")
     with db.transaction() as conn:
         counts = _counts(lambda sql: int(conn.execute(sql, (player_id,)).fetchone()[0]))
+        sessions = [r[0] for r in conn.execute(_SESSIONS, (player_id,))]
         for table in _DELETE_ORDER:
             conn.execute(f"DELETE FROM {table} WHERE {_WHERE[table]}", (player_id,))
+    if any(counts.values()):
+        purge_deleted(db)
+    kept = Recordings.beside(db)
+    for session_id in sessions:
+        kept.forget(session_id)
     return counts
 
 

@@ -18,6 +18,8 @@ nothing.
 from __future__ import annotations
 
 import asyncio
+import logging
+import re
 import uuid
 import weakref
 from collections.abc import AsyncGenerator, AsyncIterator, Callable
@@ -39,9 +41,11 @@ from ocak.characters.api import (
 from ocak.characters.cards import Character
 from ocak.characters.directions import StageFilter, TextFieldStream, split_directions
 from ocak.characters.events import (
+    Feeling,
     Generated,
     Reset,
     Speaking,
+    TextComplete,
     TextPiece,
     TurnDone,
     TurnEvent,
@@ -49,6 +53,7 @@ from ocak.characters.events import (
 )
 from ocak.characters.memory import fold, prompt_parts
 from ocak.characters.packet import (
+    STRENGTH_MAX,
     NoValidPacket,
     PacketError,
     ParsedPacket,
@@ -57,6 +62,7 @@ from ocak.characters.packet import (
     parse_packet,
     wire_schema,
 )
+from ocak.characters.recordings import Recordings
 from ocak.characters.serving import ModelResolver, ServingModel
 from ocak.characters.turns import choose_speaker
 from ocak.config import CharacterSettings
@@ -71,6 +77,14 @@ from ocak.protocol.generation import (
 from ocak.store.db import Database
 
 ATTEMPTS = 2  # one try and one retry
+log = logging.getLogger("ocak.characters")
+
+
+# The packet's emotion as soon as it is written (a voiced turn speaks its later sentences
+# with it). Quotes inside the text field are escaped, so this cannot match there.
+_EMOTION = re.compile(
+    r'"emotion"\s*:\s*\{\s*"label"\s*:\s*"(\w+)"\s*,\s*"strength"\s*:\s*(\d+)\s*[,}]'
+)
 
 
 @dataclass(slots=True)
@@ -78,6 +92,17 @@ class _Attempt:
     raw: list[str] = field(default_factory=list)
     streamed: list[str] = field(default_factory=list)
     finished: Finished | None = None
+    felt: bool = False
+
+    def feeling(self) -> Feeling | None:
+        """The emotion, the first time the raw packet shows it whole."""
+        if self.felt:
+            return None
+        found = _EMOTION.search("".join(self.raw))
+        if found is None:
+            return None
+        self.felt = True
+        return Feeling(found[1], min(int(found[2]), STRENGTH_MAX) / STRENGTH_MAX)
 
 
 def _lines(inp: TurnInput, addressed: str | None, player: str) -> list[store.NewTurn]:
@@ -106,6 +131,9 @@ class CharacterService:
         # The server's --max-tokens-limit: a packet that may need more is refused, not cut.
         self.max_tokens_cap = max_tokens_cap
         self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
+        # summaries folded between turns, whose usage the session's next turn reports
+        self._folded: dict[str, list[Generated]] = {}
+        self._folding: set[asyncio.Task[None]] = set()
 
     # -- cards ------------------------------------------------------------------
 
@@ -159,6 +187,10 @@ class CharacterService:
             raise NotFound(f"No session '{session_id}'.", param="session_id")
         return session
 
+    def require_session(self, session_id: str) -> None:
+        """404 unless the session exists."""
+        self._session_row(session_id)
+
     def session(self, session_id: str) -> SessionOut:
         session = self._session_row(session_id)
         members = store.active_members(self.db, session_id)
@@ -195,8 +227,17 @@ class CharacterService:
             narration=p.get("narration"),
             emotion=EmotionOut(**p["emotion"]) if "emotion" in p else None,
             actions=[ActionOut(**a) for a in p["actions"]] if "actions" in p else None,
+            interrupted=bool(p.get("interrupted")),
             created_at=turn.created_at,
         )
+
+    def last_emotion(self, session_id: str, character_id: str) -> tuple[str, float]:
+        """The emotion ``character_id`` showed last in the session (neutral before)."""
+        for turn in reversed(store.session_turns(self.db, session_id)):
+            if turn.kind == "character" and turn.speaker == character_id and turn.packet:
+                felt = turn.packet.get("emotion") or {}
+                return str(felt.get("label", "neutral")), float(felt.get("strength", 0.0))
+        return "neutral", 0.0
 
     def _lock(self, session_id: str) -> asyncio.Lock:
         lock = self._locks.get(session_id)
@@ -221,6 +262,52 @@ class CharacterService:
                     )
                 store.add_turns(self.db, session, [store.NewTurn("leave", "", character_id)])
         return self.session(session_id)
+
+    def delete_session(self, session_id: str) -> None:
+        """Forget a session: its lines and transcripts, its characters' memories of it and
+        any kept recordings."""
+        if not store.delete_session(self.db, session_id):
+            raise NotFound(f"No session '{session_id}'.", param="session_id")
+        Recordings.beside(self.db).forget(session_id)
+
+    async def cut(
+        self,
+        session_id: str,
+        character_id: str,
+        heard: str,
+        *,
+        seq: int | None = None,
+        inp: TurnInput | None = None,
+    ) -> None:
+        """The player cut in while ``character_id`` spoke and heard only ``heard``: its
+        stored turn ``seq`` keeps that much, marked interrupted; a turn not yet stored
+        (``inp``: the player's line) is stored so, the player's line whole."""
+        session = self._session_row(session_id)
+        card = self.card(character_id)
+        memory = f"{card.name}: {heard}" if heard else None
+        async with self._lock(session_id):
+            if seq is not None:
+                row = next(t for t in store.session_turns(self.db, session_id) if t.seq == seq)
+                packet = dict(row.packet or {})
+                packet["wire"] = {**packet.get("wire", {}), "text": heard}
+                packet["interrupted"] = True
+                store.cut_turn(self.db, session_id, seq, heard, packet, memory)
+                return
+            new = _lines(inp, character_id, session.player_name) if inp is not None else []
+            if heard:
+                label, strength = self.last_emotion(session_id, character_id)
+                stored = self._stored(ParsedPacket(heard, "", label, strength), card)
+                new.append(
+                    store.NewTurn(
+                        "character",
+                        heard,
+                        speaker=card.id,
+                        packet={**stored, "interrupted": True},
+                        memory=memory,
+                    )
+                )
+            if new:
+                store.add_turns(self.db, session, new)
 
     # -- turns ------------------------------------------------------------------
 
@@ -247,7 +334,8 @@ class CharacterService:
                     _lines(inp, inp.character, session.player_name),
                     request_id=inp.request_id,
                 )
-                yield TurnDone(Recorded(session_id=session_id, seq=seqs[-1]))
+                heard = inp.text if inp.spoken else None
+                yield TurnDone(Recorded(session_id=session_id, seq=seqs[-1], transcript=heard))
                 return
             text = " ".join(t for t in (inp.text, inp.event) if t)
             speaker = choose_speaker(
@@ -282,6 +370,8 @@ class CharacterService:
             )
         room = model.context_length - bound
         budget = self.settings.history_budget
+        for used in self._folded.pop(session.id, []):
+            yield used
         parts: P.PromptParts | None = None
         for fold_all in (False, True):
             keep = 0 if fold_all else budget
@@ -357,13 +447,40 @@ class CharacterService:
                 f"The model '{model.model_id}' produced no valid packet for {card.name} "
                 f"after {ATTEMPTS} attempts: {problem}."
             )
-        yield TurnDone(self._commit(session, card, new, packet, parts, model, totals, inp))
+        done = TurnDone(self._commit(session, card, new, packet, parts, model, totals, inp))
+        self._fold_soon(session, card, members, model)
+        yield done
+
+    def _fold_soon(
+        self,
+        session: store.SessionRow,
+        card: Character,
+        members: list[Character],
+        model: ServingModel,
+    ) -> None:
+        """Summarize older turns now that the answer is out, while the player reads or hears
+        it, not when the next line arrives: a fold costs seconds of model time on a CPU.
+        (The next turn still folds itself if this has not run; its lock orders the two.)"""
+
+        async def run() -> None:
+            budget, tokens = self.settings.history_budget, self.settings.summary_tokens
+            try:
+                async with self._lock(session.id):
+                    async for used in fold(self.db, session, card, members, model, budget, tokens):
+                        self._folded.setdefault(session.id, []).append(used)
+            except OcakError as exc:  # the engine busy or closing: the next turn folds
+                log.info("summary of session %s deferred: %s", session.id, exc.message)
+
+        task = asyncio.create_task(run())
+        self._folding.add(task)
+        task.add_done_callback(self._folding.discard)
 
     @staticmethod
     async def _stream(
         first: GenerationEvent, rest: AsyncIterator[GenerationEvent], state: _Attempt
-    ) -> AsyncIterator[TextPiece]:
+    ) -> AsyncIterator[TextPiece | TextComplete | Feeling]:
         text_field = TextFieldStream()
+        complete = False
         stage = StageFilter()
 
         def take(event: GenerationEvent) -> str:
@@ -376,18 +493,21 @@ class CharacterService:
             return stage.feed(text_field.feed(event.text))
 
         try:
-            piece = take(first)
-            if piece:
-                state.streamed.append(piece)
-                yield TextPiece(piece)
-            if state.finished is None:
-                async for event in rest:
-                    piece = take(event)
-                    if piece:
-                        state.streamed.append(piece)
-                        yield TextPiece(piece)
-                    if state.finished is not None:
-                        break
+            event: GenerationEvent | None = first
+            while event is not None:
+                piece = take(event)
+                if piece:
+                    state.streamed.append(piece)
+                    yield TextPiece(piece)
+                if text_field.closed and not complete:
+                    complete = True
+                    yield TextComplete()
+                felt = state.feeling()
+                if felt is not None:
+                    yield felt
+                if state.finished is not None:
+                    break
+                event = await anext(rest, None)
         finally:
             await _aclose(rest)
         if state.finished is None:
@@ -443,6 +563,7 @@ class CharacterService:
             lore=[e.name for e in parts.lore],
             model=model.model_id,
             usage=usage,
+            transcript=inp.text if inp.spoken else None,
         )
 
     @staticmethod

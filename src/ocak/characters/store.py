@@ -109,10 +109,13 @@ def characters_db_path(data_dir: Path) -> Path:
 
 
 def open_characters_db(data_dir: Path) -> Database:
-    """Open (creating) ``characters.db`` in ``data_dir``, schema up to date."""
-    return open_database(
+    """Open (creating) ``characters.db`` in ``data_dir``, schema up to date. Deleted rows
+    are overwritten (``secure_delete``): a forgotten session's lines leave the file."""
+    db = open_database(
         characters_db_path(data_dir), migrations=MIGRATIONS, what="the characters database"
     )
+    db.execute("PRAGMA secure_delete = ON")
+    return db
 
 
 # -- characters ----------------------------------------------------------------------
@@ -325,6 +328,51 @@ def add_turns(
                 ),
             )
     return seqs
+
+
+def cut_turn(
+    db: Database, session_id: str, seq: int, heard: str, packet: dict[str, Any], memory: str | None
+) -> None:
+    """A stored character turn the player cut into: it keeps what the player heard, and so
+    does every witness's memory of it."""
+    with db.transaction() as conn:
+        conn.execute(
+            "UPDATE turns SET text = ?, packet = ? WHERE session_id = ? AND seq = ?",
+            (heard, json.dumps(packet, ensure_ascii=False), session_id, seq),
+        )
+        if memory:
+            conn.execute(
+                "UPDATE memories SET text = ? WHERE session_id = ? AND seq = ? AND kind = 'turn'",
+                (memory, session_id, seq),
+            )
+        else:
+            conn.execute(
+                "DELETE FROM memories WHERE session_id = ? AND seq = ? AND kind = 'turn'",
+                (session_id, seq),
+            )
+
+
+def delete_session(db: Database, session_id: str) -> bool:
+    """Remove a session with its lines (transcripts included), members and what its
+    characters remembered of it; relationships, built over all sessions, stay."""
+    with db.transaction() as conn:
+        conn.execute(
+            "DELETE FROM witnesses WHERE turn_id IN (SELECT rowid FROM turns WHERE session_id = ?)",
+            (session_id,),
+        )
+        for table in ("turns", "members", "summaries", "memories"):
+            conn.execute(f"DELETE FROM {table} WHERE session_id = ?", (session_id,))
+        cur = conn.execute("DELETE FROM sessions WHERE id = ?", (session_id,))
+    if cur.rowcount:
+        purge_deleted(db)
+    return bool(cur.rowcount)
+
+
+def purge_deleted(db: Database) -> None:
+    """After deleting a player's lines: the full-text index keeps deleted terms in old
+    segments until they merge, and the WAL keeps old pages until it is checkpointed."""
+    db.execute("INSERT INTO memories(memories) VALUES ('optimize')")
+    db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
 
 
 def _turn(row: tuple[Any, ...]) -> TurnRow:

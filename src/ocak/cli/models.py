@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import time
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -17,7 +19,14 @@ from ocak.errors import OcakError
 from ocak.models.describe import describe
 from ocak.models.hub import Progress
 from ocak.models.source import stored_quantization
-from ocak.models.store import ModelStore, available, disk_size, resolve
+from ocak.models.store import (
+    DEFAULT_MODEL_ID,
+    ModelFileError,
+    ModelStore,
+    default_model_path,
+    disk_size,
+    resolve,
+)
 
 app = typer.Typer(help="Manage models.", no_args_is_help=True)
 app.command("convert")(convert)
@@ -27,15 +36,42 @@ def _size(path_size: int) -> str:
     return f"{path_size / 2**20:.0f} MiB"
 
 
+def listed(settings: Settings) -> list[tuple[str, ...]]:
+    """``ocak models list``'s rows (id, kind, engine, quantization, size, source, path): the
+    embedded default, the bundled voice models (packages of the voice extra), the store."""
+    from ocak.engines.speech.stt import BUNDLED_STT, bundled_stt
+    from ocak.engines.speech.tts import bundled_voices
+
+    rows: list[tuple[str, ...]] = []
+    with contextlib.suppress(ModelFileError):
+        default = default_model_path()
+        quant = stored_quantization(default, "llama.cpp") or "?"
+        rows.append(_row(DEFAULT_MODEL_ID, "chat", "llama.cpp", quant, default, "bundled"))
+    for voice in bundled_voices():
+        rows.append(_row(voice.id, "text-to-speech", "piper", "-", voice.path, "bundled"))
+    stt = bundled_stt()
+    if stt is not None:
+        rows.append(_row(BUNDLED_STT, "speech-to-text", "faster-whisper", "-", stt, "bundled"))
+    for stored in ModelStore(settings.model_dir).models():
+        spec = stored.spec()
+        speech = spec.kind in ("text-to-speech", "speech-to-text")
+        quant = "-" if speech else stored_quantization(spec.path, spec.engine) or "?"
+        rows.append(_row(spec.id, spec.kind, spec.engine, quant, spec.path, "store"))
+    return rows
+
+
+def _row(name: str, kind: str, engine: str, quant: str, path: Path, source: str) -> tuple[str, ...]:
+    return (name, kind, engine, quant, _size(disk_size(path)), source, str(path))
+
+
 @app.command("list")
 def list_models() -> None:
-    """Models available without a download: the embedded default and the store."""
+    """Models available without a download: the embedded default, the bundled voice and
+    Whisper (with the voice extra), and the store (models, adapters, Piper voices)."""
     settings = Settings.load()
-    table = Table("id", "kind", "engine", "quantization", "size", "path")
-    for spec in available(settings.model_dir):
-        quant = stored_quantization(spec.path, spec.engine) or "?"
-        size = _size(disk_size(spec.path))
-        table.add_row(spec.id, spec.kind, spec.engine, quant, size, str(spec.path))
+    table = Table("id", "kind", "engine", "quantization", "size", "source", "path")
+    for row in listed(settings):
+        table.add_row(*row)
     wide_console(240).print(table)  # paths are long
     partials = ModelStore(settings.model_dir).partials()
     if partials:
@@ -104,6 +140,9 @@ class _PullBar:
 def pull(
     ref: Annotated[str, typer.Argument(help="OWNER/REPO, optionally :QUANT or :FILE.gguf.")],
     revision: Annotated[str, typer.Option(help="A branch, tag or commit of the repo.")] = "main",
+    base: Annotated[
+        str | None, typer.Option(help="For a LoRA adapter: the model it applies to.")
+    ] = None,
 ) -> None:
     """Download a model from the Hugging Face Hub into the store (resumes an interrupted
     pull; HF_TOKEN for gated models, HF_ENDPOINT for a mirror)."""
@@ -118,12 +157,45 @@ def pull(
             ModelStore(settings.model_dir),
             Hub(),
             report=progress,
+            base=base,
         )
     except OcakError as exc:
         progress.close()
         fail_on(exc)
     progress.close()
     print(manifest.name)
+
+
+@app.command("add")
+def add(
+    file: Annotated[
+        Path,
+        typer.Argument(
+            help="A GGUF file (a model or a LoRA adapter) or a Piper voice (VOICE.onnx, "
+            "its VOICE.onnx.json beside it)."
+        ),
+    ],
+    name: Annotated[
+        str | None, typer.Option(help="The name clients use (default: the file's name).")
+    ] = None,
+    base: Annotated[
+        str | None,
+        typer.Option(
+            help="For an adapter: the model it applies to (its name then serves as BASE@NAME)."
+        ),
+    ] = None,
+) -> None:
+    """Copy a GGUF file from this machine into the store (a model, or a LoRA adapter chosen
+    per request: model BASE@NAME or the request field adapters), or a Piper voice (then
+    /v1/audio/speech speaks it as voice NAME, once the server restarts)."""
+    from ocak.models.add import add_file
+
+    settings = Settings.load()
+    try:
+        manifest = add_file(ModelStore(settings.model_dir), file, name=name, base=base)
+    except OcakError as exc:
+        fail_on(exc)
+    print(f"{manifest.name} ({manifest.kind})")
 
 
 @app.command("show")

@@ -47,6 +47,9 @@ def serve(
     max_memory: str = typer.Option(
         None, "--max-memory", help="Memory the loaded models may use, e.g. 6GiB (default: any)."
     ),
+    max_vram: str = typer.Option(
+        None, "--max-vram", help="GPU memory the models on a GPU may use, e.g. 20GiB."
+    ),
     keep_alive: str = typer.Option(
         None, "--keep-alive", help="Idle time before a model is unloaded: 5m, 1h, 0, -1 (never)."
     ),
@@ -89,6 +92,7 @@ def serve(
             prefill_chunk=prefill_chunk,
             device=device,
             max_memory=max_memory,
+            max_vram=max_vram,
             keep_alive=keep_alive,
             priority=priority,
             allowed_hosts=allowed_host or None,

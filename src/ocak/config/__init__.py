@@ -122,6 +122,17 @@ class ModelOptions(BaseModel):
     )
 
 
+SamplerName = Literal["temperature", "top_p", "top_k", "min_p", "repeat_penalty"]
+# llama-server's defaults: what a local model samples with when nothing else says
+SERVER_SAMPLING: dict[SamplerName, float] = {
+    "temperature": 0.8,
+    "top_k": 40,
+    "top_p": 0.95,
+    "min_p": 0.05,
+    "repeat_penalty": 1.0,
+}
+
+
 class Settings(BaseSettings):
     """Settings of one ocak server process."""
 
@@ -140,6 +151,17 @@ class Settings(BaseSettings):
         2048, ge=64, le=1_048_576, description="Context window per request, in tokens."
     )
     parallel: int = Field(8, ge=1, le=256, description="Sequences decoded together.")
+    sampling_defaults: dict[SamplerName, float] = Field(
+        default_factory=lambda: dict(SERVER_SAMPLING),
+        description="Samplers for local models where neither the client, the alias nor the "
+        "model sets them (llama-server's defaults; docs/sampling.md).",
+    )
+    local_max_tokens: int | None = Field(
+        512,
+        ge=1,
+        description="max_tokens for a local model when the request sets none (a small model "
+        "left unbounded can ramble to the end of its context); unset: the context's end.",
+    )
     threads: int | None = Field(None, ge=1, le=1024, description="CPU threads (default: all).")
     max_queue: int = Field(
         64, ge=0, le=100_000, description="Requests that may wait for a free sequence."
@@ -174,6 +196,11 @@ class Settings(BaseSettings):
         None,
         description="Memory the loaded models may use (weights and KV cache, estimated "
         "before loading); idle models are unloaded to make room (default: no budget).",
+    )
+    max_vram: Size = Field(
+        None,
+        description="GPU memory the loaded models on a GPU may use, budgeted like "
+        "max_memory (default: no budget).",
     )
     keep_alive: KeepAlive = Field(
         300.0,
@@ -216,6 +243,23 @@ class Settings(BaseSettings):
         le=1_048_576,
         description="Largest max_tokens a request may ask for, and the default when it "
         "asks for none (default: no cap but the context window).",
+    )
+    max_audio_bytes: int = Field(
+        25 * 2**20,
+        ge=1024,
+        le=2**31,
+        description="Largest audio file a transcription request may upload (OpenAI's: 25 MiB).",
+    )
+    keep_recordings: bool = Field(
+        False,
+        description="Keep players' recordings (WAV, in the data folder's recordings/, deleted "
+        "with their session). Off: a recording is transcribed and dropped.",
+    )
+    max_live_seconds: int = Field(
+        60,
+        ge=5,
+        le=600,
+        description="Longest line a live voice conversation hears before it ends the line.",
     )
     shutdown_timeout: int = Field(
         30, ge=0, le=3600, description="Seconds streams in flight may finish after SIGTERM."

@@ -119,7 +119,11 @@ class ProviderConfig(_Strict):
 class TargetConfig(_Strict):
     """Where an alias may be served: ``{local: ID}`` or ``{provider: NAME, model: M}``."""
 
-    local: str | None = Field(None, description="A local model id this server serves.")
+    local: str | None = Field(
+        None,
+        description="A local model id this server serves; with LoRA adapters from the "
+        "store: ID@ADAPTER or ID@ADAPTER:SCALE.",
+    )
     provider: str | None = Field(None, description="A provider named under providers.")
     model: str | None = Field(None, description="The provider's model name.")
     weight: float = Field(1.0, gt=0, le=1e6, description="Share among targets of equal rank.")

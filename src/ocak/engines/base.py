@@ -14,7 +14,8 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from ocak.protocol.generation import GenerationEvent, GenerationRequest
+from ocak.errors import UnsupportedParameter
+from ocak.protocol.generation import NEUTRAL_SAMPLING, GenerationEvent, GenerationRequest
 
 EngineState = Literal["unloaded", "loading", "ready", "error", "closed"]
 
@@ -64,6 +65,23 @@ class Engine(abc.ABC):
     @abc.abstractmethod
     def generate(self, request: GenerationRequest) -> AsyncIterator[GenerationEvent]:
         """Stream a generation; the last event is always ``Finished``."""
+
+    def tokenize(self, text: str, *, add_special: bool = False) -> list[int]:
+        """The model's own token ids for ``text`` (KoboldCpp's tokencount, llama-server's
+        /tokenize); engines without a tokenizer refuse."""
+        raise UnsupportedParameter("tokenize", f"the {self.kind} engine has no tokenizer")
+
+    def detokenize(self, ids: list[int]) -> str:
+        """The text of token ids; an id outside the vocabulary is a 400."""
+        raise UnsupportedParameter("detokenize", f"the {self.kind} engine has no tokenizer")
+
+    # The samplers this engine honours: server and model defaults fill only these, so a
+    # default never makes an engine refuse a request.
+    samplers: frozenset[str] = frozenset(NEUTRAL_SAMPLING)
+
+    def model_sampling(self) -> dict[str, float]:
+        """The sampling the model's own file recommends (empty when it says nothing)."""
+        return {}
 
     def stats(self) -> EngineStats:
         return EngineStats()

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Callable
 from pathlib import Path
 
 from ocak.config import Settings
 from ocak.engines.base import Engine
-from ocak.engines.registry import EngineRegistry
+from ocak.engines.registry import AdapterFile, EngineRegistry, Pool
 from ocak.errors import ModelNotFound, OcakError
+from ocak.models.hardware import DeviceError, detect_cuda, pick_device
 from ocak.models.memory import estimate
 from ocak.models.store import ModelSpec, ModelStore, resolve
 from ocak.plugins import Registry, UnknownKind
@@ -28,6 +30,11 @@ ENGINES: Registry[EngineBuilder] = Registry("ocak.engines")
 
 def engine_for(spec: ModelSpec, settings: Settings) -> Engine:
     """The engine that serves ``spec``, configured from ``settings``."""
+    if spec.kind == "adapter":
+        raise ModelSpecError(
+            f"'{spec.id}' is a LoRA adapter, not a model: serve its base model and ask for "
+            f"BASE@{spec.id}"
+        )
     try:
         builder = ENGINES.get(spec.engine)
     except UnknownKind:
@@ -44,6 +51,13 @@ class StoreCatalog:
 
     def names(self) -> list[str]:
         return [m.name for m in self.store.models() if m.manifest.kind == "chat"]
+
+    def adapters(self) -> list[AdapterFile]:
+        return [
+            AdapterFile(m.name, m.path, m.manifest.base)
+            for m in self.store.models()
+            if m.manifest.kind == "adapter"
+        ]
 
     def build(self, name: str) -> Engine | None:
         stored = self.store.find(name)
@@ -65,6 +79,26 @@ def keep_alives(settings: Settings) -> dict[str, float | None]:
     }
 
 
+def pool_of(settings: Settings) -> Callable[[Engine], Pool]:
+    """Where a model's weights and cache will live: a CTranslate2 model on a usable CUDA
+    GPU in its memory (``--max-vram``); everything else in this machine's (llama.cpp is
+    built for the CPU here). The GPU is probed once, at the first load that asks."""
+
+    @functools.cache
+    def device(requested: str) -> str:
+        try:
+            return pick_device(requested, detect_cuda())
+        except DeviceError:
+            return "cpu"  # the load itself says what is wrong
+
+    def pool(engine: Engine) -> Pool:
+        if engine.kind == "ctranslate2" and device(settings.device) == "cuda":
+            return "vram"
+        return "memory"
+
+    return pool
+
+
 def build_registry(settings: Settings) -> tuple[EngineRegistry, list[str]]:
     """Engines for every ``--model`` (loaded at start) and, on demand, for the models of the
     store; specs that name nothing are returned as problems."""
@@ -80,6 +114,8 @@ def build_registry(settings: Settings) -> tuple[EngineRegistry, list[str]]:
         catalog=StoreCatalog(settings),
         estimate=size,
         max_memory=settings.max_memory,
+        max_vram=settings.max_vram,
+        pool_of=pool_of(settings),
         keep_alive=settings.keep_alive,
         keep_alive_for=keep_alives(settings),
     )

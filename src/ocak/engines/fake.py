@@ -12,7 +12,7 @@ from pathlib import Path
 
 from ocak.config import Settings
 from ocak.engines.base import Engine, EngineStats, ModelInfo
-from ocak.engines.text import StopMatcher
+from ocak.engines.text import StopMatcher, check_ids
 from ocak.errors import ContextLengthExceeded
 from ocak.protocol.generation import (
     Finished,
@@ -53,6 +53,7 @@ class FakeEngine(Engine):
         self.fail_load = fail_load
         self.active = 0
         self.cancelled = 0
+        self._vocab: dict[str, int] = {}
 
     async def load(self) -> None:
         await asyncio.sleep(self.load_delay)
@@ -67,6 +68,15 @@ class FakeEngine(Engine):
     def count_tokens(self, text: str) -> int:
         return len(text.split())
 
+    def tokenize(self, text: str, *, add_special: bool = False) -> list[int]:
+        """One id a word (as ``count_tokens`` counts), numbered as first seen."""
+        return [self._vocab.setdefault(w, len(self._vocab)) for w in text.split()]
+
+    def detokenize(self, ids: list[int]) -> str:
+        words = list(self._vocab)
+        check_ids(ids, len(words))
+        return " ".join(words[i] for i in ids)
+
     def stats(self) -> EngineStats:
         return EngineStats(active=self.active, slots=16)
 
@@ -77,7 +87,8 @@ class FakeEngine(Engine):
 
     async def generate(self, request: GenerationRequest) -> AsyncIterator[GenerationEvent]:
         prompt_tokens = self._prompt_tokens(request)
-        limit = request.max_tokens or (self.context_length - prompt_tokens)
+        room = self.context_length - prompt_tokens
+        limit = request.max_tokens or min(request.soft_max_tokens or room, room)
         if prompt_tokens + limit > self.context_length:
             raise ContextLengthExceeded(
                 prompt_tokens=prompt_tokens, max_tokens=limit, context=self.context_length

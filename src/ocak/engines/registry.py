@@ -7,8 +7,10 @@ time a request needs it: concurrent first requests share one load, and wait for
 it rather than fail. Before a load the registry makes room: it estimates the
 model's memory (weights + KV cache) and, with a budget (``--max-memory``),
 unloads idle models least recently used first; a model that cannot fit even then
-is a clear error naming the numbers. A model left idle for its ``keep_alive``
-(the server's default, per model, or the last request's own) is unloaded;
+is a clear error naming the numbers. A model that runs on a GPU is budgeted
+against ``--max-vram`` instead (its weights and cache live there). A model left
+idle for its ``keep_alive`` (the server's default, per model, or the last
+request's own) is unloaded;
 ``None`` keeps it loaded, ``0`` unloads it as soon as it is idle. Unloading waits
 for the requests in flight to finish; a request that arrives meanwhile waits and
 gets the model loaded again.
@@ -23,7 +25,8 @@ import time
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Protocol
+from pathlib import Path
+from typing import Literal, Protocol
 
 from ocak.engines.base import Engine
 from ocak.errors import ModelNotFound, OcakError, Unavailable
@@ -31,6 +34,15 @@ from ocak.protocol.generation import Finished, GenerationEvent, GenerationReques
 
 log = logging.getLogger("ocak.engines")
 MIB = 1 << 20
+
+
+@dataclass(frozen=True, slots=True)
+class AdapterFile:
+    """A stored LoRA adapter: its file, and the model its manifest says it is for."""
+
+    name: str
+    path: Path
+    base: str | None = None
 
 
 class Catalog(Protocol):
@@ -41,8 +53,11 @@ class Catalog(Protocol):
     def build(self, name: str) -> Engine | None:
         """An engine for ``name``, not loaded; None when the catalog has no such model."""
 
+    def adapters(self) -> list[AdapterFile]: ...
+
 
 Estimate = Callable[[Engine], int]  # bytes an engine holds once loaded (weights, KV cache)
+Pool = Literal["memory", "vram"]  # where those bytes live: this machine's memory, a GPU's
 
 
 class NotEnoughMemory(OcakError):
@@ -60,6 +75,7 @@ class Residency:
     inflight: int = 0
     last_used: float = 0.0
     resident: int = 0  # estimated bytes while loaded
+    pool: Pool = "memory"  # where they are
     loaded_at: float | None = None  # wall clock, while loaded
     draining: bool = False
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
@@ -82,6 +98,8 @@ class EngineRegistry:
         catalog: Catalog | None = None,
         estimate: Estimate | None = None,
         max_memory: int | None = None,
+        max_vram: int | None = None,
+        pool_of: Callable[[Engine], Pool] | None = None,
         keep_alive: float | None = None,
         keep_alive_for: dict[str, float | None] | None = None,
         clock: Callable[[], float] = time.monotonic,
@@ -91,7 +109,8 @@ class EngineRegistry:
         self._from_catalog: set[str] = set()
         self.catalog = catalog
         self.estimate = estimate or (lambda engine: 0)
-        self.max_memory = max_memory
+        self.budgets: dict[Pool, int | None] = {"memory": max_memory, "vram": max_vram}
+        self.pool_of = pool_of or (lambda engine: "memory")
         self.keep_alive = keep_alive
         self.keep_alive_for = dict(keep_alive_for or {})
         self.clock = clock
@@ -170,6 +189,13 @@ class EngineRegistry:
         if model_id not in self.startup:
             self._remove(model_id)
 
+    def adapters(self) -> list[AdapterFile]:
+        """The LoRA adapters of the store."""
+        return self.catalog.adapters() if self.catalog is not None else []
+
+    def adapter(self, name: str) -> AdapterFile | None:
+        return next((a for a in self.adapters() if a.name == name), None)
+
     def residency(self, model_id: str) -> Residency | None:
         return self._res.get(model_id)
 
@@ -241,8 +267,8 @@ class EngineRegistry:
         return engine
 
     async def _load(self, engine: Engine, res: Residency) -> None:
-        need = self.estimate(engine)
-        await self._make_room(engine.model_id, need)
+        need, pool = self.estimate(engine), self.pool_of(engine)
+        await self._make_room(engine.model_id, need, pool)
         started = time.monotonic()
         engine.state, engine.error = "loading", None
         try:
@@ -255,7 +281,7 @@ class EngineRegistry:
         seconds = time.monotonic() - started
         self.loads[engine.model_id] += 1
         self.load_seconds[engine.model_id] = self.load_seconds.get(engine.model_id, 0.0) + seconds
-        res.resident, res.loaded_at = need, time.time()
+        res.resident, res.pool, res.loaded_at = need, pool, time.time()
         log.info("model %s loaded in %.1fs (about %d MiB)", engine.model_id, seconds, need // MIB)
 
     async def unload(self, model_id: str, reason: str = "request") -> bool:
@@ -284,31 +310,38 @@ class EngineRegistry:
         self.evictions[(engine.model_id, reason)] += 1
         log.info("model %s unloaded (%s)", engine.model_id, reason)
 
-    async def _make_room(self, model_id: str, need: int) -> None:
-        """Unload idle models, least recently used first, until ``need`` fits the budget."""
-        if self.max_memory is None:
+    async def _make_room(self, model_id: str, need: int, pool: Pool = "memory") -> None:
+        """Unload idle models of ``pool``, least recently used first, until ``need`` fits its
+        budget (``--max-memory``, or ``--max-vram`` for a model on a GPU)."""
+        budget = self.budgets[pool]
+        if budget is None:
             return
-        if need > self.max_memory:
+        what, flag = (
+            ("memory", "--max-memory") if pool == "memory" else ("GPU memory", "--max-vram")
+        )
+        if need > budget:
             raise NotEnoughMemory(
-                f"The model '{model_id}' needs about {need // MIB} MiB (weights and KV cache), "
-                f"more than the memory budget of {self.max_memory // MIB} MiB (--max-memory); "
+                f"The model '{model_id}' needs about {need // MIB} MiB of {what} (weights and "
+                f"KV cache), more than the budget of {budget // MIB} MiB ({flag}); "
                 "raise it, or lower --ctx-size or --parallel."
             )
         while True:
             loaded = [
                 (e, self._res[e.model_id])
                 for e in self._engines.values()
-                if e.state == "ready" and e.model_id != model_id
+                if e.state == "ready"
+                and e.model_id != model_id
+                and self._res[e.model_id].pool == pool
             ]
             used = sum(r.resident for _, r in loaded)
-            if used + need <= self.max_memory:
+            if used + need <= budget:
                 return
             idle = [(r.last_used, e, r) for e, r in loaded if r.inflight == 0 and not r.draining]
             if not idle:
                 busy = ", ".join(f"{e.model_id} ({r.resident // MIB} MiB)" for e, r in loaded)
                 raise NotEnoughMemory(
-                    f"The model '{model_id}' needs about {need // MIB} MiB; "
-                    f"{used // MIB} of the {self.max_memory // MIB} MiB budget are held by "
+                    f"The model '{model_id}' needs about {need // MIB} MiB of {what}; "
+                    f"{used // MIB} of the {budget // MIB} MiB budget ({flag}) are held by "
                     f"models serving requests now: {busy}. Try again when they finish.",
                     retry_after=5.0,
                 )

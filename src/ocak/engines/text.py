@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import codecs
 
+from ocak.errors import InvalidRequest
+
 
 class Utf8Stream:
     """Turns token byte pieces into text without ever splitting a character.
@@ -64,3 +66,13 @@ class StopMatcher:
             if any(s.startswith(tail) for s in self._stops):
                 return k
         return 0
+
+
+def check_ids(ids: list[int], vocab_size: int) -> None:
+    """Token ids a detokenizer may read: each in ``[0, vocab_size)``, else a 400."""
+    for i, token in enumerate(ids):
+        if not 0 <= token < vocab_size:
+            raise InvalidRequest(
+                f"Token id {token} is outside the model's vocabulary (0..{vocab_size - 1}).",
+                param=f"tokens.[{i}]",
+            )

@@ -35,12 +35,17 @@ Emit = Callable[[Event], None]
 J = TypeVar("J")
 
 
-def completion_budget(prompt_tokens: int, requested: int | None, context: int) -> int:
-    """Tokens the answer may use: ``requested`` if it fits, else the rest of the window.
+def completion_budget(
+    prompt_tokens: int, requested: int | None, context: int, soft: int | None = None
+) -> int:
+    """Tokens the answer may use: ``requested`` if it fits, else the rest of the window
+    (or ``soft``, the server's default, where that is less).
 
     Raises ``ContextLengthExceeded`` (with both numbers) rather than truncating.
     """
     room = context - prompt_tokens
+    if requested is None:
+        requested = None if soft is None else min(soft, max(room, 1))
     budget = room if requested is None else requested
     if budget < 1 or budget > room:
         raise ContextLengthExceeded(
@@ -103,6 +108,9 @@ class LoadedModel(Protocol):
         """The token an empty prompt starts with (BOS), or None when the model has none."""
 
     def tokenize(self, text: str, *, add_special: bool = True) -> list[int]: ...
+
+    def detokenize(self, ids: list[int]) -> str:
+        """The text of ``ids`` (special tokens written out); 400 for an unknown id."""
 
     def close(self) -> None: ...
 
@@ -178,6 +186,12 @@ class ThreadedEngine(Engine, Generic[M, S]):
 
     def count_tokens(self, text: str) -> int:
         return len(self.ready()[0].tokenize(text, add_special=False))
+
+    def tokenize(self, text: str, *, add_special: bool = False) -> list[int]:
+        return self.ready()[0].tokenize(text, add_special=add_special)
+
+    def detokenize(self, ids: list[int]) -> str:
+        return self.ready()[0].detokenize(ids)
 
     def render(self, request: GenerationRequest) -> str:
         """The prompt text: the chat template applied to messages, or the raw prompt."""

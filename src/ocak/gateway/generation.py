@@ -13,6 +13,8 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from ocak.protocol.generation import (
+    NEUTRAL_SAMPLING,
+    PENALTY_LAST_N,
     Finished,
     FinishReason,
     GenerationEvent,
@@ -46,6 +48,11 @@ def chat_payload(request: GenerationRequest) -> dict[str, Any]:
         payload["presence_penalty"] = request.presence_penalty
     if request.frequency_penalty:
         payload["frequency_penalty"] = request.frequency_penalty
+    for name, neutral in NEUTRAL_SAMPLING.items():  # llama-server's / vLLM's extras
+        if name not in payload and getattr(request, name) != neutral:
+            payload[name] = getattr(request, name)
+    if request.repeat_penalty != 1.0 and request.repeat_last_n != PENALTY_LAST_N:
+        payload["repeat_last_n"] = request.repeat_last_n
     constraint = request.constraint
     if constraint is not None:
         if constraint.kind != "json":

@@ -18,12 +18,14 @@ import logging
 import random
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Generic, TypeVar
 
 from ocak.config.gateway import RoutingConfig, Timeouts
 from ocak.engines.registry import EngineRegistry
-from ocak.errors import ModelNotFound, OcakError, Unavailable
+from ocak.errors import InvalidRequest, ModelNotFound, OcakError, Unavailable
+from ocak.gateway.adapters import merge, split_name
+from ocak.protocol.generation import Adapter
 from ocak.providers.base import Locality, LocalityClass, Provider
 from ocak.providers.errors import LocalityRefused, TargetCannot, UpstreamTimeout, falls_back
 
@@ -109,9 +111,10 @@ class _Target:
 
 @dataclass(eq=False, kw_only=True)
 class LocalTarget(_Target):
-    """A local engine, by its model id."""
+    """A local engine, by its model id, with the LoRA adapters its name carries."""
 
     engine: str
+    adapters: tuple[Adapter, ...] = ()
 
     @property
     def locality(self) -> LocalityClass:
@@ -155,6 +158,23 @@ class Served(Generic[T]):
 Attempt = Callable[[Target], Awaitable[tuple[T, Locality]]]
 
 
+def with_adapters(alias: Alias, adapters: tuple[Adapter, ...], name: str) -> Alias:
+    """``alias``'s local targets with ``adapters`` added (made per request, never kept:
+    clients choose the scales). Remote targets cannot apply a local adapter."""
+    local = [
+        replace(t, adapters=merge(t.adapters, adapters))
+        for t in alias.targets
+        if isinstance(t, LocalTarget)
+    ]
+    if not local:
+        raise InvalidRequest(
+            f"'{name}': LoRA adapters apply to this machine's llama.cpp models, and "
+            f"'{alias.name}' has no local target.",
+            param="model",
+        )
+    return Alias(name, list[Target](local), locality=alias.locality)
+
+
 class Router:
     """Aliases and the local engines, and the fallback loop over their targets."""
 
@@ -173,15 +193,44 @@ class Router:
         self._direct: dict[str, Alias] = {}
 
     def knows(self, name: str) -> bool:
-        return name in self.aliases or name in self.engines
+        """An alias, local model or stored adapter (metrics label only these: a name with
+        adapters and scales, ``BASE@A:0.37``, is the client's to vary)."""
+        return (
+            name in self.aliases or name in self.engines or self.engines.adapter(name) is not None
+        )
 
     def resolve(self, name: str) -> Alias:
-        """The alias, or a local engine id as a one-target alias; 404 otherwise."""
+        """The alias, a local engine id as a one-target alias, or either with LoRA adapters
+        (``BASE@ADAPTER:SCALE``, or a stored adapter's own name); 404 otherwise."""
+        plain = self._plain(name)
+        if plain is not None:
+            return plain
+        base, adapters = split_name(name)
+        if adapters:
+            return with_adapters(self.resolve(base), adapters, name)
+        stored = self.engines.adapter(name)
+        if stored is None:
+            raise ModelNotFound(name)
+        if stored.base is None:
+            raise ModelNotFound(
+                name,
+                f"'{name}' is a LoRA adapter whose manifest names no base model: "
+                f"ask for BASE@{name}.",
+            )
+        found = self._plain(stored.base)
+        if found is None:
+            raise ModelNotFound(
+                name, f"The base model '{stored.base}' of the adapter '{name}' does not exist."
+            )
+        return with_adapters(found, (Adapter(name),), name)
+
+    def _plain(self, name: str) -> Alias | None:
+        """An alias, or a local engine id as a one-target alias."""
         alias = self.aliases.get(name)
         if alias is not None:
             return alias
         if name not in self.engines:
-            raise ModelNotFound(name)
+            return None
         alias = self._direct.get(name)
         if alias is None:
             target = LocalTarget(name=f"local/{name}", engine=name)

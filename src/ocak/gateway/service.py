@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 
 from ocak.config import Settings
 from ocak.config.gateway import ProviderConfig
 from ocak.config.presets import PRESETS
 from ocak.engines.registry import EngineRegistry
+from ocak.errors import InvalidRequest
+from ocak.gateway.adapters import split_name
 from ocak.gateway.router import Alias, Breaker, LocalTarget, RemoteTarget, Router, Target
 from ocak.plugins import Registry
 from ocak.providers.base import Http, Provider, is_loopback_url
@@ -55,9 +57,12 @@ def build_gateway(
     settings: Settings,
     engines: EngineRegistry,
     environ: Mapping[str, str] | None = None,
+    *,
+    speech: Collection[str] = (),
 ) -> Gateway:
     """The gateway for these settings; ``ConfigError`` (with the field and line) when a
-    reference points at nothing."""
+    reference points at nothing. ``speech``: the local speech models (``piper``,
+    ``whisper-tiny.en``), which an alias of the audio API may name as local targets."""
     env = os.environ if environ is None else environ
     routing = settings.routing
     secrets = Secrets()
@@ -95,10 +100,19 @@ def build_gateway(
             retries = routing.retries if tc.retries is None else tc.retries
             rank = i if tc.rank is None else tc.rank
             if tc.local is not None:
-                if tc.local not in engines:
-                    served = ", ".join(e.model_id for e in engines) or "none"
+                try:
+                    engine, adapters = split_name(tc.local)
+                except InvalidRequest as exc:
+                    raise settings.config_error((*at, "local"), exc.message) from None
+                if engine not in engines and not (engine in speech and not adapters):
+                    served = ", ".join([*(e.model_id for e in engines), *speech]) or "none"
                     raise settings.config_error(
-                        (*at, "local"), f"no local model '{tc.local}' (served: {served})"
+                        (*at, "local"), f"no local model '{engine}' (served: {served})"
+                    )
+                missing = [a.name for a in adapters if engines.adapter(a.name) is None]
+                if missing:
+                    raise settings.config_error(
+                        (*at, "local"), f"no LoRA adapter '{missing[0]}' in the model store"
                     )
                 target: Target = LocalTarget(
                     name=f"local/{tc.local}",
@@ -107,7 +121,8 @@ def build_gateway(
                     params=dict(tc.params),
                     timeouts=timeouts.over(tc.timeouts),
                     retries=retries,
-                    engine=tc.local,
+                    engine=engine,
+                    adapters=adapters,
                 )
             else:
                 assert tc.provider is not None and tc.model is not None

@@ -13,11 +13,13 @@ from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ValidationError
 
 from ocak.engines.base import Engine
+from ocak.engines.registry import AdapterFile
 from ocak.gateway.router import Alias
 from ocak.grpc.v1 import ocak_pb2 as pb
 from ocak.protocol.generation import FinishReason, Usage
 from ocak.protocol.openai import ChatCompletionRequest, CompletionRequest
 from ocak.server.errors import validation_error
+from ocak.serving.audio import SpeechModel
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -81,10 +83,15 @@ def finish_reason(reason: FinishReason) -> pb.FinishReason.ValueType:
     return FINISH_REASONS.get(reason, pb.FINISH_REASON_UNSPECIFIED)
 
 
-def model(found: Engine | Alias) -> pb.Model:
-    """A local engine, or an alias (engine ``alias``, state ``ready``: its targets are routed)."""
+def model(found: Engine | Alias | AdapterFile | SpeechModel) -> pb.Model:
+    """A local engine; an alias (engine ``alias``, state ``ready``: its targets are routed);
+    a LoRA adapter (state ``adapter``); a speech model (loaded on first use: ``ready``)."""
     if isinstance(found, Alias):
         return pb.Model(id=found.name, engine="alias", state="ready")
+    if isinstance(found, AdapterFile):
+        return pb.Model(id=found.name, engine="llama.cpp", state="adapter")
+    if isinstance(found, SpeechModel):
+        return pb.Model(id=found.id, engine=found.engine, state="ready")
     engine = found
     info = engine.info()
     out = pb.Model(

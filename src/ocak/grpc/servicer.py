@@ -79,10 +79,12 @@ class OcakServicer:
     async def ListModels(
         self, request: pb.ListModelsRequest, context: Context
     ) -> pb.ListModelsResponse:
-        """What HTTP's ``GET /v1/models`` lists: aliases and engines, only a key's own."""
+        """What HTTP's ``GET /v1/models`` lists: aliases, engines, adapters and speech models,
+        only a key's own."""
         async with self._call(context, "ListModels", None, stream=False) as call:
             found = self.state.serving.models(call.key)
-            return pb.ListModelsResponse(models=[convert.model(m) for m in found])
+            speech = self.state.audio.models(call.key)
+            return pb.ListModelsResponse(models=[convert.model(m) for m in [*found, *speech]])
 
     # -- shared machinery -------------------------------------------------------
 

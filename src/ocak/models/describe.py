@@ -36,6 +36,8 @@ def describe(spec: ModelSpec, manifest: Manifest | None = None) -> dict[str, Any
             facts["source"] = f"{source.hub}: {source.repo} @ {source.revision[:12]}"
         if manifest.license:
             facts["license"] = manifest.license
+        if manifest.base:
+            facts["base"] = manifest.base
         if manifest.params:
             facts["recommended"] = ", ".join(f"{k}={v}" for k, v in manifest.params.items())
     return {k: v for k, v in facts.items() if v not in (None, "")}
@@ -56,6 +58,7 @@ def _gguf(path: Path) -> dict[str, Any]:
         "context length": meta.get(f"{arch}.context_length"),
         "license": license_,
         "chat template": meta.get("tokenizer.chat_template"),
+        "lora alpha": meta.get("adapter.lora.alpha"),  # adapters only
     }
 
 

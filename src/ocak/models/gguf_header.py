@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
+from ocak.models.manifest import Kind
 from ocak.models.store import ModelFileError
 
 # GGUF value types -> struct format of a scalar (8 = string, 9 = array handled apart).
@@ -118,3 +119,17 @@ def kv_shape(meta: Callable[[str], Value]) -> KvShape | None:
     key_len = _number(meta(f"{arch}.attention.key_length")) or embed // heads
     value_len = _number(meta(f"{arch}.attention.value_length")) or embed // heads
     return KvShape(layers, kv_heads * (key_len + value_len))
+
+
+def gguf_kind(meta: dict[str, Value], name: str) -> Kind:
+    """What the GGUF file ``name`` with header ``meta`` holds: a LoRA ``adapter``
+    (``general.type = adapter``) or a model (``chat``). Adapters of other types (control
+    vectors) are refused by name."""
+    if meta.get("general.type") != "adapter":
+        return "chat"
+    if meta.get("adapter.type") != "lora":
+        raise ModelFileError(
+            f"{name} is a {meta.get('adapter.type') or 'non-LoRA'} adapter; "
+            "ocak applies LoRA adapters only"
+        )
+    return "adapter"

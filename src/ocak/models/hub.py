@@ -29,7 +29,8 @@ from typing import Any, Literal
 import httpx
 
 from ocak.errors import InvalidRequest, ModelNotFound, OcakError, Unavailable
-from ocak.models.manifest import Manifest, Source, check_name, describe_files
+from ocak.models.gguf_header import gguf_kind, read_metadata
+from ocak.models.manifest import Kind, Manifest, Source, check_name, describe_files
 from ocak.models.source import read_json_object
 from ocak.models.store import ModelStore
 
@@ -351,9 +352,11 @@ def pull(
     *,
     report: Report = _silent,
     convert: Callable[[Path, Path, Report], None] | None = None,
+    base: str | None = None,
 ) -> Manifest:
     """Pull ``ref`` into ``store``; the stored manifest (the same when it is up to date).
-    A checkpoint is converted by ``convert`` (default: CTranslate2, the ``convert`` extra)."""
+    A checkpoint is converted by ``convert`` (default: CTranslate2, the ``convert`` extra).
+    A GGUF LoRA adapter is stored as kind ``adapter``, for ``base`` when given."""
     report(Progress("resolving", detail=f"{ref.name} on {hub.where}"))
     plan = hub.plan(ref)
     existing = store.find(ref.name)
@@ -370,15 +373,19 @@ def pull(
             report(Progress("converting", detail="to CTranslate2"))
             (convert or to_ctranslate2)(downloads, folder, report)
             shutil.rmtree(downloads)  # the checkpoint itself is not kept
+            kind: Kind = "chat"
+        else:
+            kind = gguf_kind(read_metadata(folder / plan.entry), plan.entry)
         manifest = Manifest(
             name=ref.name,
-            kind="chat",
+            kind=kind,
             engine=plan.engine,
             entry=plan.entry,
             files=describe_files(folder),
             source=Source(repo=ref.repo, revision=plan.commit, files=[f.path for f in plan.files]),
             license=plan.license,
             params=params,
+            base=base if kind == "adapter" else None,
         )
         store.commit(folder, manifest)
     report(Progress("success", detail=f"{ref.name} ({plan.commit[:12]})"))

@@ -11,6 +11,17 @@ from typing import Any, Literal
 
 FinishReason = Literal["stop", "length", "tool_calls", "cancelled", "error"]
 
+# llama-server's default window for the penalties (``repeat_last_n``)
+PENALTY_LAST_N = 64
+# The samplers' values that change nothing (what a field left unset means to an engine)
+NEUTRAL_SAMPLING: dict[str, float | int] = {
+    "temperature": 1.0,
+    "top_p": 1.0,
+    "top_k": 0,
+    "min_p": 0.0,
+    "repeat_penalty": 1.0,
+}
+
 
 @dataclass(frozen=True, slots=True)
 class Message:
@@ -50,6 +61,16 @@ class Constraint:
     param: str = "response_format"
 
 
+@dataclass(frozen=True, slots=True)
+class Adapter:
+    """A LoRA adapter applied to a request's model at ``scale`` (0: as if absent, 1: as
+    trained). ``path`` is the adapter's file, filled from the model store by serving."""
+
+    name: str
+    scale: float = 1.0
+    path: str | None = None
+
+
 @dataclass(slots=True)
 class GenerationRequest:
     """A request to one engine model. Exactly one of ``prompt`` and ``messages`` is set."""
@@ -58,16 +79,26 @@ class GenerationRequest:
     prompt: str | None = None
     messages: list[Message] | None = None
     max_tokens: int | None = None
+    # With no max_tokens: at most this many, or the rest of the context if that is less
+    # (the server's local default, which must never turn a request into a 400)
+    soft_max_tokens: int | None = None
     temperature: float = 1.0
     top_p: float = 1.0
     seed: int | None = None
     presence_penalty: float = 0.0
     frequency_penalty: float = 0.0
+    # 0 = off; llama.cpp's multiplicative penalty (1 = off) over the last repeat_last_n
+    # tokens (-1 = all of them, 0 = none)
+    top_k: int = 0
+    min_p: float = 0.0
+    repeat_penalty: float = 1.0
+    repeat_last_n: int = PENALTY_LAST_N
     stop: list[str] = field(default_factory=list)
     constraint: Constraint | None = None
     tools: list[dict[str, Any]] | None = None
     # Per-request budget for waiting in the scheduler's queue (seconds); None = engine default.
     queue_timeout: float | None = None
+    adapters: tuple[Adapter, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,7 +14,7 @@ from typing import Annotated, Any, ClassVar, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from ocak.errors import InvalidRequest, UnsupportedParameter
-from ocak.protocol.generation import GenerationRequest, Message
+from ocak.protocol.generation import PENALTY_LAST_N, Adapter, GenerationRequest, Message
 
 MAX_STOP_SEQUENCES = 16
 
@@ -100,6 +100,28 @@ Temperature = Annotated[float, Field(ge=0.0, le=2.0)]
 TopP = Annotated[float, Field(ge=0.0, le=1.0)]
 Penalty = Annotated[float, Field(ge=-2.0, le=2.0)]
 PositiveInt = Annotated[int, Field(ge=1)]
+TopK = Annotated[int, Field(ge=0)]
+MinP = Annotated[float, Field(ge=0.0, le=1.0)]
+RepeatPenalty = Annotated[float, Field(gt=0.0, le=10.0, allow_inf_nan=False)]
+RepeatLastN = Annotated[int, Field(ge=-1)]
+MAX_ADAPTERS = 8
+ADAPTER_SCALE = 10.0  # |scale| at most this: past it a LoRA only adds noise
+
+
+class AdapterChoice(BaseModel):
+    """A LoRA adapter from the model store for this request (an ocak field, like
+    llama-server's ``lora``; local llama.cpp models only)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1, max_length=200, description="The adapter's name.")
+    scale: float = Field(
+        1.0,
+        ge=-ADAPTER_SCALE,
+        le=ADAPTER_SCALE,
+        allow_inf_nan=False,
+        description="How strongly it applies: 0 as if absent, 1 as trained.",
+    )
 
 
 def _stop_list(stop: str | list[str] | None) -> list[str]:
@@ -119,7 +141,24 @@ class _SamplingFields(_Request):
     seed: int | None = None
     presence_penalty: Penalty | None = None
     frequency_penalty: Penalty | None = None
+    # llama-server's and vLLM's extra samplers (OpenAI's clients send them in extra_body)
+    top_k: TopK | None = Field(None, description="Keep the k most likely tokens; 0 = off.")
+    min_p: MinP | None = Field(
+        None, description="Drop tokens under min_p times the top token's probability; 0 = off."
+    )
+    repeat_penalty: RepeatPenalty | None = Field(
+        None, description="llama.cpp's penalty on tokens in the last repeat_last_n; 1 = off."
+    )
+    repeat_last_n: RepeatLastN | None = Field(
+        None, description="How many recent tokens the penalties look at; -1 = all, 0 = off."
+    )
     user: str | None = None
+    adapters: list[AdapterChoice] | None = Field(
+        None,
+        max_length=MAX_ADAPTERS,
+        description="LoRA adapters applied to a local llama.cpp model, on top of any the "
+        "model name carries (BASE@ADAPTER:SCALE).",
+    )
 
     @field_validator("stop")
     @classmethod
@@ -143,7 +182,12 @@ class _SamplingFields(_Request):
             "seed": self.seed,
             "presence_penalty": self.presence_penalty or 0.0,
             "frequency_penalty": self.frequency_penalty or 0.0,
+            "top_k": self.top_k or 0,
+            "min_p": self.min_p or 0.0,
+            "repeat_penalty": 1.0 if self.repeat_penalty is None else self.repeat_penalty,
+            "repeat_last_n": PENALTY_LAST_N if self.repeat_last_n is None else self.repeat_last_n,
             "stop": _stop_list(self.stop),
+            "adapters": tuple(Adapter(a.name, a.scale) for a in self.adapters or ()),
         }
 
     @property

@@ -101,7 +101,7 @@ class OpenAICompatible(Provider):
                 response = await self.session.post(
                     self.url + _PATHS[call.endpoint],
                     data=content.encode(),
-                    headers=self._local_headers if call.local_only else self._headers,
+                    headers=self.headers(call.local_only),
                     timeout=self.timeout(t, t.first_token if call.stream else t.total),
                     allow_redirects=False,
                     proxy=self.proxy,
@@ -111,7 +111,7 @@ class OpenAICompatible(Provider):
                     raise from_status(
                         self.name, response.status, body, response.headers, self.secrets
                     )
-                locality = self._locality(response, call)
+                locality = self.answered_locality(response, call.local_only)
                 if not call.stream:
                     raw = self.secrets.scrub_bytes(await response.read())
                     response.release()
@@ -137,13 +137,19 @@ class OpenAICompatible(Provider):
             raise
         return UpstreamStream(first, rest, locality)
 
-    def _locality(self, response: aiohttp.ClientResponse, call: Call) -> Locality:
+    def headers(self, local_only: bool) -> dict[str, str]:
+        """The request headers (a local-only call asks a loopback ocak to stay local)."""
+        return self._local_headers if local_only else self._headers
+
+    def answered_locality(self, response: aiohttp.ClientResponse, local_only: bool) -> Locality:
+        """Where the upstream served: the operator's word, or a loopback ocak's proof
+        (``LocalityUnverified`` when a local-only call got no such proof)."""
         said = response.headers.get(LOCALITY)
         kind = self.locality
         if kind == "local":
             return "local"
         if kind == "verify":
-            if call.local_only and said != "local":
+            if local_only and said != "local":
                 raise LocalityUnverified(
                     f"provider '{self.name}' did not confirm that it served the request "
                     "locally; a local-only answer from it is not used"

@@ -25,13 +25,19 @@ from ocak.server import errors, stack
 from ocak.server.middleware import AssumeJson
 from ocak.server.routes import (
     admin,
+    anthropic,
+    audio,
     characters,
     chat,
     completions,
     health,
+    kobold,
+    llama_server,
     metrics,
     model_store,
     models,
+    ollama,
+    voice,
 )
 from ocak.server.services import Services, build_services
 from ocak.server.tracking import RequestTracking
@@ -104,7 +110,10 @@ def app_for(services: Services, *, on_fatal: FatalHook | None = None) -> FastAPI
     stack.install(app, services)  # keys, web guard, body limit, content capture
     # Outermost: sees every request, including ones other middleware refuse.
     app.add_middleware(RequestTracking, sinks=services.sinks, late_sinks=services.late_sinks)
-    routes = (chat, completions, model_store, models, health, characters, admin, metrics)
+    routes = (
+        chat, completions, audio, model_store, models, health, characters, voice, admin, metrics,
+        ollama, anthropic, kobold, llama_server,
+    )  # fmt: skip
     for module in routes:
         app.include_router(module.router)
     return app

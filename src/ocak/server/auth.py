@@ -27,7 +27,7 @@ import threading
 from collections.abc import Iterable
 
 from starlette.requests import Request
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ocak.config import ConfigError, Settings
 from ocak.errors import AuthenticationError, OcakError, PermissionDenied
@@ -191,15 +191,24 @@ def check_exposure(settings: Settings, auth: Authenticator) -> None:
 # -- HTTP -----------------------------------------------------------------------
 
 
+def _close(reason: str) -> Message:
+    """Refuse a WebSocket before it is accepted (the client sees HTTP 403)."""
+    return {"type": "websocket.close", "code": 1008, "reason": reason[:120]}
+
+
 def bearer_token(headers: Iterable[tuple[bytes, bytes]]) -> str | None:
-    """The token of an ``Authorization: Bearer`` header, if any."""
+    """The key a request carries: an ``Authorization: Bearer`` header (every API's clients),
+    else an ``x-api-key`` header (how Anthropic's SDK sends it)."""
+    api_key = None
     for name, value in headers:
         if name == b"authorization":
             scheme, _, token = value.decode("latin-1").strip().partition(" ")
             if scheme.lower() == "bearer" and token.strip():
                 return token.strip()
             return None
-    return None
+        if name == b"x-api-key" and value.strip():
+            api_key = value.decode("latin-1").strip()
+    return api_key
 
 
 def get_key(request: Request) -> KeyInfo | None:
@@ -248,6 +257,9 @@ class AuthMiddleware:
         self.open_paths = open_paths
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "websocket":
+            await self._websocket(scope, receive, send)
+            return
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
@@ -260,7 +272,7 @@ class AuthMiddleware:
                 record: RequestRecord | None = state.get("record")
                 if record is not None:
                     record.fail(exc.status, exc.code)
-                response = error_response(exc)
+                response = error_response(exc, scope["path"])
                 response.headers["WWW-Authenticate"] = 'Bearer realm="ocak"'
                 await response(scope, receive, send)
                 return
@@ -268,4 +280,18 @@ class AuthMiddleware:
             record = state.get("record")
             if key is not None and record is not None:
                 record.key_name, record.key_id = key.name, key.id
+        await self.app(scope, receive, send)
+
+    async def _websocket(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """A WebSocket carries its key in the same ``Authorization`` header; without a valid
+        one it is refused before it is accepted."""
+        state = scope.setdefault("state", {})
+        state["key"] = None
+        if scope["path"] not in self.open_paths:
+            try:
+                state["key"] = self.auth.authenticate(bearer_token(scope["headers"]))
+            except OcakError as exc:
+                await receive()  # the websocket.connect message
+                await send(_close(exc.message))
+                return
         await self.app(scope, receive, send)

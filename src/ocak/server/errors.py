@@ -1,4 +1,5 @@
-"""Map every error to an OpenAI-shaped JSON body; nothing leaks a stack trace."""
+"""Map every error to a JSON body in its API's shape (``shapes``); nothing leaks a stack
+trace."""
 
 from __future__ import annotations
 
@@ -11,16 +12,19 @@ from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ocak.errors import InvalidRequest, OcakError
+from ocak.server.shapes import error_body_for
 from ocak.server.streaming import ClientDisconnected
 
 log = logging.getLogger("ocak.server")
 
 
-def error_response(exc: OcakError) -> JSONResponse:
+def error_response(exc: OcakError, path: str | None = None) -> JSONResponse:
+    """``exc`` as the response of the API that serves ``path`` (OpenAI's shape without)."""
     headers: dict[str, str] = {}
     if exc.retry_after is not None:
         headers["Retry-After"] = str(max(1, round(exc.retry_after)))
-    return JSONResponse(exc.to_dict(), status_code=exc.status, headers=headers)
+    body = error_body_for(path)(exc)
+    return JSONResponse(body, status_code=exc.status, headers=headers)
 
 
 def param_path(loc: tuple[Any, ...] | list[Any]) -> str | None:
@@ -76,16 +80,16 @@ def install(app: FastAPI) -> None:
         if exc.status >= 500:
             log.warning("request failed: %s", exc.message)
         _mark(request, exc)
-        return error_response(exc)
+        return error_response(exc, request.url.path)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
         err = validation_error(exc)
         _mark(request, err)
-        return error_response(err)
+        return error_response(err, request.url.path)
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         err = OcakError(str(exc.detail), code=None)
         err.status = exc.status_code
         err.type = "invalid_request_error" if exc.status_code < 500 else "server_error"
@@ -94,7 +98,7 @@ def install(app: FastAPI) -> None:
             err.code = "not_found"
         elif exc.status_code == 405:
             err.code = "method_not_allowed"
-        return error_response(err)
+        return error_response(err, request.url.path)
 
     @app.exception_handler(ClientDisconnected)
     async def _gone(request: Request, exc: ClientDisconnected) -> Response:
@@ -110,4 +114,4 @@ def install(app: FastAPI) -> None:
         log.exception("unexpected error")
         err = OcakError("The server had an internal error. See its log.")
         _mark(request, err)
-        return error_response(err)
+        return error_response(err, request.url.path)

@@ -33,23 +33,28 @@ class BodyLimit:
     """413 for request bodies over ``max_bytes``, before the app reads them.
 
     A declared ``Content-Length`` is checked up front (the body is never read);
-    a chunked body is read here up to the limit and replayed to the app.
+    a chunked body is read here up to the limit and replayed to the app. Paths in
+    ``per_path`` (audio uploads) have limits of their own.
     """
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+    def __init__(
+        self, app: ASGIApp, max_bytes: int, per_path: dict[str, int] | None = None
+    ) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.per_path = per_path or {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["method"] in ("GET", "HEAD", "OPTIONS"):
             await self.app(scope, receive, send)
             return
+        limit = self.per_path.get(scope["path"], self.max_bytes)
         length = next((v for k, v in scope["headers"] if k == b"content-length"), None)
         if length is not None:
-            if length.isdigit() and int(length) <= self.max_bytes:
+            if length.isdigit() and int(length) <= limit:
                 await self.app(scope, receive, send)
             else:
-                await self._refuse(scope, receive, send)
+                await self._refuse(scope, receive, send, limit)
             return
         chunks: list[bytes] = []
         size = 0
@@ -59,8 +64,8 @@ class BodyLimit:
                 return
             chunk = message.get("body", b"")
             size += len(chunk)
-            if size > self.max_bytes:
-                await self._refuse(scope, receive, send)
+            if size > limit:
+                await self._refuse(scope, receive, send, limit)
                 return
             chunks.append(chunk)
             if not message.get("more_body", False):
@@ -76,13 +81,13 @@ class BodyLimit:
 
         await self.app(scope, replay, send)
 
-    async def _refuse(self, scope: Scope, receive: Receive, send: Send) -> None:
+    async def _refuse(self, scope: Scope, receive: Receive, send: Send, limit: int) -> None:
         exc = PayloadTooLarge(
-            f"The request body is larger than this server accepts ({self.max_bytes} bytes).",
+            f"The request body is larger than this server accepts ({limit} bytes).",
         )
         record = scope.get("state", {}).get("record")
         if record is not None:
             record.fail(exc.status, exc.code)
-        response = error_response(exc)
+        response = error_response(exc, scope["path"])
         response.headers["Connection"] = "close"
         await response(scope, receive, send)

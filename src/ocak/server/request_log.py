@@ -113,6 +113,19 @@ def _decode(body: bytes) -> Any:
     return text
 
 
+def _request_content(body: bytes, content_type: bytes) -> Any:
+    """The request as the log may keep it: never a player's recording (multipart uploads,
+    and a session message's base64 ``audio``, are named, not copied)."""
+    if content_type.startswith(b"multipart/"):
+        return f"[an upload of {len(body)} bytes: audio is not logged]"
+    content = _decode(body)
+    if isinstance(content, dict) and isinstance(content.get("audio"), dict):
+        return {**content, "audio": "[a recording: not logged]"}
+    if isinstance(content, str) and '"audio"' in content:
+        return f"[{len(body)} bytes with a recording: not logged]"
+    return content
+
+
 class ContentCapture:
     """Keep the request body and response text of model calls on the record (opt-in)."""
 
@@ -127,6 +140,7 @@ class ContentCapture:
         request = bytearray()
         response = bytearray()
         streaming = False
+        content_type = next((v for k, v in scope["headers"] if k == b"content-type"), b"")
 
         async def capture_receive() -> Message:
             message = await receive()
@@ -149,7 +163,8 @@ class ContentCapture:
                     text = _sse_text(bytes(response)) if streaming else _decode(bytes(response))
                     if isinstance(text, str):
                         text = text[:CONTENT_LIMIT]
-                    record.content = {"request": _decode(bytes(request)), "response": text}
+                    asked = _request_content(bytes(request), content_type)
+                    record.content = {"request": asked, "response": text}
             await send(message)
 
         await self.app(scope, capture_receive, capture_send)

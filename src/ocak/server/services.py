@@ -25,8 +25,10 @@ from ocak.gateway.service import Gateway, build_gateway
 from ocak.protocol.record import Sink
 from ocak.server.accounting import Accounting
 from ocak.server.auth import Authenticator, keys_required
+from ocak.server.genkeys import Generations
 from ocak.server.metrics import Metrics
 from ocak.server.request_log import RequestLog
+from ocak.serving.audio import AudioServing, SpeechModels
 from ocak.serving.service import ModelServing
 from ocak.store.db import Database, database_path, open_database
 
@@ -40,12 +42,15 @@ class Services:
     metrics: Metrics
     gateway: Gateway  # aliases, providers and the router over them and the engines
     serving: ModelServing  # the one entry for model requests
+    audio: AudioServing  # and for speech in and out
     # Called with each request's record before its response ends (usage row, key charge)
     sinks: list[Sink] = field(default_factory=list)
     late_sinks: list[Sink] = field(default_factory=list)  # right after it (metrics, log)
     started: float = field(default_factory=time.time)
     # Work that outlives its request (a pull whose client left): held until it ends.
     background: set[asyncio.Task[Any]] = field(default_factory=set)
+    # KoboldCpp's running generations by genkey (check and abort).
+    generations: Generations = field(default_factory=Generations)
     owns_db: bool = True  # False: the caller's database, closed by the caller
     _characters: CharacterService | None = None
     _closed: bool = False
@@ -96,8 +101,9 @@ def build_services(
     store = open_database(database_path(settings.data_dir)) if db == "open" else db
     if store is not None and db == "open":
         store.checkpoint_in_background()  # keep WAL checkpoints out of usage-record commits
+    speech = SpeechModels.bundled(settings)  # its names may be an alias's local targets
     try:
-        gw = gateway or build_gateway(settings, engines)
+        gw = gateway or build_gateway(settings, engines, speech=speech.local_names())
     except BaseException:
         if db == "open" and store is not None:
             store.close()
@@ -112,6 +118,7 @@ def build_services(
         metrics=metrics,
         gateway=gw,
         serving=ModelServing(settings, auth, engines, gw.router),
+        audio=AudioServing(settings, auth, speech, gw.router),
         sinks=[Accounting(store, auth), *(sinks or [])],
         late_sinks=[metrics.observe, RequestLog(log_content=settings.log_content)],
         owns_db=db == "open",

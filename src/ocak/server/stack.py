@@ -24,7 +24,9 @@ def install(app: FastAPI, state: Services) -> None:
     settings = state.settings
     if settings.log_content:
         app.add_middleware(ContentCapture)
-    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    # an audio upload may be up to max_audio_bytes, plus its form's own few bytes
+    uploads = {"/v1/audio/transcriptions": settings.max_audio_bytes + 64 * 1024}
+    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes, per_path=uploads)
     open_paths = OPEN_PATHS | ({"/metrics"} if settings.metrics_public else set())
     app.add_middleware(AuthMiddleware, auth=state.auth, open_paths=frozenset(open_paths))
     # Outer to auth: a hostile page is refused before its key is even looked at, and a

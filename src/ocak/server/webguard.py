@@ -198,4 +198,4 @@ class WebGuard:
             # Closing before accepting makes the server answer the upgrade with 403.
             await send({"type": "websocket.close", "code": 1008, "reason": exc.message[:120]})
             return
-        await error_response(exc)(scope, receive, send)
+        await error_response(exc, scope.get("path"))(scope, receive, send)

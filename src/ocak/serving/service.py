@@ -11,15 +11,17 @@ target, and the record says which backend served it and where it ran.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import MISSING, fields, replace
 from typing import Any
 
 from ocak.config import Settings, parse_keep_alive
 from ocak.engines.base import Engine
-from ocak.engines.registry import EngineRegistry
+from ocak.engines.registry import AdapterFile, EngineRegistry
 from ocak.engines.stream import Primed, prime
-from ocak.errors import InvalidRequest
+from ocak.errors import InvalidRequest, ModelNotFound, NotFound
+from ocak.gateway.adapters import merge
 from ocak.gateway.generation import chat_payload, remote_events
 from ocak.gateway.router import Alias, LocalTarget, RemoteTarget, Router, Served, Target
 from ocak.protocol.generation import GenerationEvent, GenerationRequest
@@ -30,7 +32,7 @@ from ocak.providers.errors import TargetCannot
 from ocak.serving.admission import KeyChecks, ModelRequest, admit
 from ocak.serving.context import CallContext
 from ocak.store.keys import KeyInfo
-from ocak.structured.chat import ChatPlan, plan_body
+from ocak.structured.chat import plan_body, plan_completion
 
 RawBody = Callable[[], Awaitable[dict[str, Any]]]
 
@@ -53,6 +55,17 @@ def local_body(body: ModelRequest, target: LocalTarget) -> ModelRequest:
     return type(body).model_validate(data)
 
 
+def local_sampling(settings: Settings, engine: Engine, body: ModelRequest) -> dict[str, Any]:
+    """Samplers for what the client and the alias left unset: the model's own
+    recommendation, else the server's defaults; only those the engine honours."""
+    unset = engine.samplers - body.model_fields_set
+    if not unset:
+        return {}
+    chosen = {str(k): v for k, v in settings.sampling_defaults.items()}
+    chosen.update(engine.model_sampling())
+    return {k: int(v) if k == "top_k" else float(v) for k, v in chosen.items() if k in unset}
+
+
 def requested_keep_alive(body: ModelRequest) -> float | bool | None:
     """The request's own ``keep_alive`` (Ollama's field: how long its local model stays
     loaded afterwards); False when it sets none."""
@@ -67,9 +80,10 @@ def requested_keep_alive(body: ModelRequest) -> float | bool | None:
 
 def remote_payload(raw: dict[str, Any], body: ModelRequest, target: Target) -> dict[str, Any]:
     """The client's JSON, with the server's max_tokens cap and the alias's params (and not
-    ``keep_alive``, which is about this machine's models)."""
+    ``keep_alive`` or an empty ``adapters``, which are about this machine's models)."""
     payload = dict(raw)
     payload.pop("keep_alive", None)
+    payload.pop("adapters", None)
     if (
         body.max_tokens is not None
         and "max_tokens" not in payload
@@ -103,6 +117,21 @@ def generation_params(request: GenerationRequest, target: Target) -> GenerationR
 
 
 OnServed = Callable[[Served[Any]], None]
+
+
+def _name(found: Alias | Engine | AdapterFile) -> str:
+    return found.model_id if isinstance(found, Engine) else found.name
+
+
+def no_adapters(target: RemoteTarget, names: list[str]) -> None:
+    """A remote target cannot apply this machine's adapters: the router goes on to the next
+    target (``TargetCannot``)."""
+    if names:
+        raise TargetCannot(
+            f"LoRA adapters ({', '.join(names)}) apply to this machine's "
+            f"llama.cpp models; {target.name} is a remote provider",
+            param="adapters",
+        )
 
 
 async def send(
@@ -158,11 +187,17 @@ class ModelServing:
                 if isinstance(mine, ChatCompletionRequest):
                     plan = plan_body(mine)
                 else:
-                    plan = ChatPlan(mine.to_generation_request())
+                    plan = plan_completion(mine)
+                request = self.with_adapters(plan.request, target)
                 engine = await self.engines.acquire(target.engine, keep_alive=keep_alive)
+                defaults = local_sampling(self.settings, engine, mine)
+                if request.max_tokens is None and self.settings.local_max_tokens:
+                    defaults["soft_max_tokens"] = self.settings.local_max_tokens
+                request = replace(request, **defaults) if defaults else request
                 record.backend, record.locality = backend_of(engine), "local"
-                events = self.engines.held(target.engine, engine.generate(plan.request))
+                events = self.engines.held(target.engine, engine.generate(request))
                 return await prime(plan.wrap(events), record), "local"
+            no_adapters(target, [a.name for a in body.adapters or ()])
             record.backend, record.locality = target.name, None
             if client_json is None:
                 client_json = await raw() if raw else body.model_dump(exclude_unset=True)
@@ -198,8 +233,9 @@ class ModelServing:
         async def attempt(target: Target) -> tuple[Primed | Upstream, Locality]:
             mine = generation_params(request, target)
             if isinstance(target, LocalTarget):
-                local = replace(mine, model=target.engine)
+                local = replace(self.with_adapters(mine, target), model=target.engine)
                 return await prime(self.engines.generate(target.engine, local)), "local"
+            no_adapters(target, [a.name for a in mine.adapters])
             payload = chat_payload(mine)
             for k, v in target.params.items():  # provider-specific ones (Replicate's input)
                 if k not in _GENERATION_DEFAULTS:
@@ -214,17 +250,79 @@ class ModelServing:
         async for event in primed.events():
             yield event
 
+    def tokenizer_of(self, ctx: CallContext, model: str) -> str:
+        """The local engine whose tokenizer counts for ``model`` (an alias's first local
+        target, or the engine of that id); the key must allow the model. A model served only
+        remotely has no tokenizer here: 400 rather than a guess."""
+        ctx.record.model = model
+        self.keys.permit(ctx.key, model)
+        alias = self.router.aliases.get(model)
+        if alias is None:
+            if self.engines.find(model) is None:
+                raise ModelNotFound(model)
+            return model
+        for target in alias.targets:
+            if isinstance(target, LocalTarget):
+                return target.engine
+        raise InvalidRequest(
+            f"'{model}' is served by remote providers only; ocak tokenizes with local "
+            "models' own tokenizers.",
+            param="model",
+        )
+
+    async def tokenize(
+        self, ctx: CallContext, model: str, text: str, *, add_special: bool = False
+    ) -> list[int]:
+        """``text`` as ``model``'s token ids, off the event loop (prompts can be long)."""
+        name = self.tokenizer_of(ctx, model)
+        engine = await self.engines.acquire(name)
+        try:
+            return await asyncio.to_thread(engine.tokenize, text, add_special=add_special)
+        finally:
+            self.engines.release(name)
+
+    async def detokenize(self, ctx: CallContext, model: str, ids: list[int]) -> str:
+        """The text of ``model``'s token ids."""
+        name = self.tokenizer_of(ctx, model)
+        engine = await self.engines.acquire(name)
+        try:
+            return await asyncio.to_thread(engine.detokenize, ids)
+        finally:
+            self.engines.release(name)
+
+    def with_adapters(self, request: GenerationRequest, target: LocalTarget) -> GenerationRequest:
+        """``request`` with the LoRA adapters its model name and its ``adapters`` field ask
+        for, each with its file from the store; 404 for one the store does not have."""
+        chosen = merge(target.adapters, request.adapters)
+        if not chosen:
+            return request
+        stored_files = {a.name: a for a in self.engines.adapters()}  # one look at the store
+        found = []
+        for adapter in chosen:
+            stored = stored_files.get(adapter.name)
+            if stored is None:
+                raise NotFound(
+                    f"No LoRA adapter '{adapter.name}' in the model store "
+                    "(`ocak models list` shows them; `ocak models add FILE` stores one).",
+                    param="adapters",
+                    code="adapter_not_found",
+                )
+            found.append(replace(adapter, path=str(stored.path)))
+        return replace(request, adapters=tuple(found))
+
     def served_backend(self, served: Served[Any]) -> tuple[str, Locality]:
         """The usage record's backend and locality for the target that served."""
         target = served.target
         engine = self.engines.find(target.engine) if isinstance(target, LocalTarget) else None
         return (backend_of(engine) if engine else target.name), served.locality
 
-    def models(self, key: KeyInfo | None) -> list[Alias | Engine]:
-        """What this server answers for: aliases, then local engines; only a key's own."""
+    def models(self, key: KeyInfo | None) -> list[Alias | Engine | AdapterFile]:
+        """What this server answers for: aliases, local engines, then the store's LoRA
+        adapters; only a key's own."""
         aliases = self.router.aliases
-        found: list[Alias | Engine] = list(aliases.values())
+        found: list[Alias | Engine | AdapterFile] = list(aliases.values())
         found += [e for e in self.engines if e.model_id not in aliases]
+        found += self.engines.adapters()
         if key is not None:
-            found = [m for m in found if key.allows(m.name if isinstance(m, Alias) else m.model_id)]
+            found = [m for m in found if key.allows(_name(m))]
         return found

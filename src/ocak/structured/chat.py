@@ -8,8 +8,8 @@ from typing import Any
 
 from ocak.errors import InvalidRequest
 from ocak.protocol.generation import Constraint, GenerationEvent, GenerationRequest
-from ocak.protocol.openai import ChatCompletionRequest
-from ocak.structured.grammar import compile_constraint
+from ocak.protocol.openai import ChatCompletionRequest, CompletionRequest
+from ocak.structured.grammar import compile_constraint, gbnf_constraint
 from ocak.structured.tools import (
     ToolPlan,
     json_events,
@@ -64,6 +64,27 @@ def plan_body(body: ChatCompletionRequest) -> ChatPlan:
         tool_choice=body.tool_choice,
         response_format=body.response_format,
     )
+
+
+def plan_completion(body: CompletionRequest) -> ChatPlan:
+    """A completion body's engine request, with the constraint its ocak extras ask for:
+    ``grammar`` (GBNF, as llama-server and KoboldCpp take it) or ``response_format``."""
+    request = body.to_generation_request()
+    extra = body.model_extra or {}
+    grammar = gbnf_constraint(extra.get("grammar"))
+    json_constraint = response_constraint(extra.get("response_format"))
+    if grammar is not None and json_constraint is not None:
+        raise InvalidRequest(
+            "grammar and a JSON schema cannot both constrain one answer.", param="grammar"
+        )
+    if grammar is not None:
+        request.constraint = grammar
+        return ChatPlan(request)
+    if json_constraint is not None:
+        compile_constraint(json_constraint)
+        request.constraint = json_constraint
+        return ChatPlan(request, json_events)
+    return ChatPlan(request)
 
 
 def plan_chat(

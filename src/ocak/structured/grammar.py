@@ -14,6 +14,7 @@ import json
 from typing import Any
 
 import llguidance as llg
+from llguidance.gbnf_to_lark import gbnf_to_lark
 
 from ocak.errors import InvalidRequest
 from ocak.protocol.generation import Constraint
@@ -82,3 +83,21 @@ def compile_constraint(constraint: Constraint, *, param: str = "response_format"
     if not isinstance(schema, dict):
         raise InvalidRequest("The JSON schema must be an object.", param=param)
     return _compile("json", json.dumps(bound_strings(schema)), param)
+
+
+def gbnf_constraint(gbnf: Any, *, param: str = "grammar") -> Constraint | None:
+    """A GBNF grammar (llama.cpp's and KoboldCpp's ``grammar`` field) as a Lark constraint,
+    checked now: a grammar that does not parse is a 400 naming ``param``. Empty: none."""
+    if gbnf is None or gbnf == "":
+        return None
+    if not isinstance(gbnf, str):
+        raise InvalidRequest("The grammar must be a GBNF string.", param=param)
+    try:
+        lark = gbnf_to_lark(gbnf)
+        constraint = Constraint(kind="lark", grammar=lark, param=param)
+        compile_constraint(constraint, param=param)
+    except InvalidRequest:
+        raise
+    except Exception as exc:  # llguidance's converter raises bare Exceptions too (no root)
+        raise InvalidRequest(f"The grammar is not valid GBNF: {exc}", param=param) from None
+    return constraint

@@ -11,9 +11,11 @@ from ocak.config import Settings
 from ocak.engines.base import Engine
 from ocak.engines.factory import ENGINES, ModelSpecError, engine_for
 from ocak.engines.fake import FakeEngine
+from ocak.errors import InvalidRequest
 from ocak.gateway.service import PROVIDERS
 from ocak.models.store import ModelSpec
 from ocak.plugins import Registry, UnknownKind
+from ocak.protocol.generation import Adapter, GenerationRequest
 from ocak.providers.openai_compat import OpenAICompatible
 from ocak.providers.replicate import Replicate
 
@@ -50,3 +52,18 @@ def test_a_builder_registered_in_process_is_used(tmp_path: Path) -> None:
     ENGINES.register("mine-too")(mine)
     engine_for(ModelSpec("m", tmp_path, "mine-too"), Settings())
     assert built == ["m"]
+
+
+def test_an_adapter_is_not_served_as_a_model(tmp_path: Path) -> None:
+    spec = ModelSpec("pirate", tmp_path / "pirate.gguf", "llama.cpp", kind="adapter")
+    with pytest.raises(ModelSpecError, match="BASE@pirate"):
+        engine_for(spec, Settings())
+
+
+def test_ctranslate2_refuses_adapters_by_name() -> None:
+    from ocak.engines.ctranslate2.engine import refuse
+
+    request = GenerationRequest(model="m", prompt="hi", adapters=(Adapter("pirate", 1.0, "x"),))
+    with pytest.raises(InvalidRequest, match=r"CTranslate2 engine.*pirate") as refused:
+        refuse(request)
+    assert refused.value.param == "adapters"

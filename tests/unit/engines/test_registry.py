@@ -12,7 +12,7 @@ import pytest
 
 from ocak.engines.base import Engine
 from ocak.engines.fake import FakeEngine
-from ocak.engines.registry import EngineRegistry, NotEnoughMemory
+from ocak.engines.registry import AdapterFile, EngineRegistry, NotEnoughMemory
 from ocak.errors import ModelNotFound, Unavailable
 from ocak.protocol.generation import Finished, GenerationRequest, Message
 
@@ -49,6 +49,9 @@ class Store:
     def build(self, name: str) -> Engine | None:
         self.built.append(name)
         return self.engines.get(name)
+
+    def adapters(self) -> list[AdapterFile]:
+        return []
 
 
 def run(check: Callable[[], Awaitable[None]]) -> None:
@@ -125,7 +128,8 @@ def test_a_memory_budget_evicts_the_least_recently_used_idle_model() -> None:
         await registry.acquire("c")
         with pytest.raises(
             NotEnoughMemory,
-            match=r"needs about 30 MiB; 90 of the 100 MiB budget .*a \(50 MiB\), c \(40 MiB\)",
+            match=r"needs about 30 MiB of memory; 90 of the 100 MiB budget \(--max-memory\) "
+            r".*a \(50 MiB\), c \(40 MiB\)",
         ):
             await registry.load("b")
         registry.release("a")
@@ -133,6 +137,32 @@ def test_a_memory_budget_evicts_the_least_recently_used_idle_model() -> None:
         sizes["b"] = 200 * MIB
         with pytest.raises(NotEnoughMemory, match=r"200 MiB.*budget of 100 MiB"):
             await registry.load("b")
+
+    run(check)
+
+
+def test_models_on_a_gpu_are_budgeted_against_its_memory_apart() -> None:
+    engines = {n: Counted(n) for n in ("cpu", "gpu1", "gpu2")}
+    registry = EngineRegistry(
+        catalog=Store(*engines.values()),
+        estimate=lambda e: 60 * MIB,
+        max_memory=100 * MIB,
+        max_vram=100 * MIB,
+        pool_of=lambda e: "vram" if e.model_id.startswith("gpu") else "memory",
+        keep_alive=None,
+    )
+
+    async def check() -> None:
+        await registry.load("cpu")
+        await registry.load("gpu1")  # 120 MiB in all, but 60 in each budget: both stay
+        assert engines["cpu"].state == engines["gpu1"].state == "ready"
+        await registry.load("gpu2")  # the GPU is full: the idle GPU model makes room
+        assert engines["gpu1"].state == "unloaded" and engines["cpu"].state == "ready"
+        assert registry.residency("gpu2").pool == "vram"  # type: ignore[union-attr]
+        await registry.acquire("gpu2")
+        with pytest.raises(NotEnoughMemory, match=r"of GPU memory.*--max-vram"):
+            await registry.load("gpu1")
+        registry.release("gpu2")
 
     run(check)
 

@@ -7,7 +7,15 @@ the prompt's own tokens, so a prompt is computed the same way cached or not.
 
 from __future__ import annotations
 
-from ocak.engines.llamacpp.scheduler import Slot, choose_slot, chunk_ends, reusable_prefix
+from ocak.engines.llamacpp.adapters import LoraKey
+from ocak.engines.llamacpp.scheduler import (
+    Slot,
+    choose_slot,
+    chunk_ends,
+    placement,
+    reusable_prefix,
+    runs,
+)
 
 END = 2  # the end-of-turn token in these examples
 
@@ -73,3 +81,29 @@ def test_a_long_cache_is_kept_when_a_cheap_slot_is_free() -> None:
 
 def test_when_every_free_cache_is_worth_keeping_the_least_recently_used_goes() -> None:
     assert pick({3: (900, 0), 1: (700, 10), 2: (800, 0)}) == 1
+
+
+def place(running: dict[int, str], key: str, parallel: int = 8) -> int:
+    """The slot a new ``key`` sequence gets beside ``running`` (seq -> adapter set), every
+    free slot's cache empty."""
+    free = [Slot(seq) for seq in range(parallel) if seq not in running]
+    keys: dict[int, LoraKey] = {s: ((k, 1.0),) for s, k in running.items()}
+
+    def fit(slot: Slot) -> tuple[int, int]:
+        return placement(slot.seq, ((key, 1.0),), keys)
+
+    return choose_slot(free, lambda s: 0, lambda s: 0, 128, fit).seq
+
+
+def test_a_sequence_joins_the_run_of_its_adapter_set() -> None:
+    assert place({2: "a", 3: "a"}, "a") == 1  # next to its set, not the lowest free id
+    assert place({}, "a") == 0
+
+
+def test_each_adapter_set_arriving_in_turns_gets_a_run_of_its_own() -> None:
+    running: dict[int, str] = {}
+    for i in range(8):  # a, b, c, d, a, b, c, d: one decode call per set, each unsplit
+        key = "abcd"[i % 4]
+        running[place(running, key)] = key
+    for key in "abcd":
+        assert runs({s for s, k in running.items() if k == key}) == 1, running

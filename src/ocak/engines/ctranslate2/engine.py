@@ -21,10 +21,11 @@ from ocak.engines.ctranslate2.scheduler import Job, Scheduler
 from ocak.engines.threaded import Emit, ThreadedEngine, bridge, completion_budget
 from ocak.errors import (
     EngineError,
+    InvalidRequest,
     UnsupportedParameter,
 )
 from ocak.models.hardware import detect_cuda, pick_device
-from ocak.protocol.generation import GenerationEvent, GenerationRequest
+from ocak.protocol.generation import PENALTY_LAST_N, GenerationEvent, GenerationRequest
 
 log = logging.getLogger("ocak.ctranslate2")
 
@@ -34,6 +35,14 @@ PENALTY_WHY = (
     "(CTranslate2 offers only a multiplicative repetition penalty); use a GGUF model "
     "with the llama.cpp engine for penalties"
 )
+MIN_P_WHY = (
+    "the CTranslate2 engine has no min_p sampler (CTranslate2 offers top_k, top_p and "
+    "temperature); use a GGUF model with the llama.cpp engine"
+)
+WINDOW_WHY = (
+    "CTranslate2's repetition penalty looks at the whole sequence: send repeat_last_n -1 "
+    "(or leave it unset), or use a GGUF model with the llama.cpp engine for a window"
+)
 CONSTRAINT_WHY = (
     "the CTranslate2 engine cannot constrain decoding (CTranslate2 has no logits hook); "
     "use a GGUF model with the llama.cpp engine"
@@ -42,10 +51,23 @@ CONSTRAINT_WHY = (
 
 def refuse(request: GenerationRequest) -> None:
     """Raise ``UnsupportedParameter`` for what this engine cannot honour."""
+    if request.adapters:
+        names = ", ".join(a.name for a in request.adapters)
+        raise InvalidRequest(
+            f"The model '{request.model}' runs on the CTranslate2 engine, which does not "
+            f"apply LoRA adapters (asked for: {names}). Serve a GGUF of the model "
+            "(llama.cpp) to use them.",
+            param="adapters",
+            code="unsupported_parameter",
+        )
     if request.presence_penalty:
         raise UnsupportedParameter("presence_penalty", PENALTY_WHY)
     if request.frequency_penalty:
         raise UnsupportedParameter("frequency_penalty", PENALTY_WHY)
+    if request.min_p > 0.0:
+        raise UnsupportedParameter("min_p", MIN_P_WHY)
+    if request.repeat_penalty != 1.0 and request.repeat_last_n not in (-1, PENALTY_LAST_N):
+        raise UnsupportedParameter("repeat_last_n", WINDOW_WHY)
     if request.constraint is not None:
         # Tool calls are constrained too: name what the client sent.
         raise UnsupportedParameter(request.constraint.param, CONSTRAINT_WHY)
@@ -53,6 +75,7 @@ def refuse(request: GenerationRequest) -> None:
 
 class Ct2Engine(ThreadedEngine[Ct2Model, Scheduler]):
     kind = "ctranslate2"
+    samplers = frozenset({"temperature", "top_p", "top_k", "repeat_penalty"})
 
     def __init__(
         self,
@@ -112,7 +135,9 @@ class Ct2Engine(ThreadedEngine[Ct2Model, Scheduler]):
         scheduler = self.ready()[1]
         refuse(request)
         tokens = self.prompt_tokens(request)
-        max_tokens = completion_budget(len(tokens), request.max_tokens, self.ctx_size)
+        max_tokens = completion_budget(
+            len(tokens), request.max_tokens, self.ctx_size, request.soft_max_tokens
+        )
         deadline = self.deadline(request)
 
         def start(emit: Emit) -> Job:
@@ -121,6 +146,8 @@ class Ct2Engine(ThreadedEngine[Ct2Model, Scheduler]):
                 max_tokens=max_tokens,
                 temperature=request.temperature,
                 top_p=request.top_p,
+                top_k=request.top_k,
+                repeat_penalty=request.repeat_penalty,
                 seed=request.seed,
                 stop=request.stop,
                 emit=emit,

@@ -16,6 +16,7 @@ from tokenizers import Tokenizer
 from tokenizers.decoders import DecodeStream
 
 from ocak.engines.chat_template import ChatTemplate
+from ocak.engines.text import check_ids
 from ocak.errors import EngineError
 from ocak.models.source import read_json_object
 from ocak.models.store import ModelFileError
@@ -133,6 +134,11 @@ class Ct2Model:
         """Token ids of ``text``; special tokens written in the text are parsed as such."""
         add = add_special and not (self.bos_text and text.startswith(self.bos_text))
         return list(self.tokenizer.encode(text, add_special_tokens=add).ids)
+
+    def detokenize(self, ids: list[int]) -> str:
+        """The text of ``ids``, special tokens written out; 400 for an unknown id."""
+        check_ids(ids, self.tokenizer.get_vocab_size())
+        return str(self.tokenizer.decode(ids, skip_special_tokens=False))
 
     def token_strings(self, ids: list[int]) -> list[str]:
         """The strings CTranslate2 takes as input (its vocabulary is the tokenizer's)."""

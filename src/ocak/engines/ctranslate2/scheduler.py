@@ -56,6 +56,8 @@ class Job:
     stop: list[str]
     emit: Emit
     deadline: float
+    top_k: int = 0
+    repeat_penalty: float = 1.0
     cancelled: bool = False
     finished: bool = False
     generated: int = 0
@@ -67,10 +69,10 @@ class Job:
     def key(self) -> BatchKey | None:
         """Requests with equal keys may share a batch; None runs alone."""
         if self.temperature <= 0.0:
-            return ("greedy",)
+            return ("greedy", self.repeat_penalty)
         if self.seed is not None:
             return None
-        return ("sample", self.temperature, self.top_p)
+        return ("sample", self.temperature, self.top_p, self.top_k, self.repeat_penalty)
 
 
 class Scheduler(JobQueue[Job]):
@@ -224,7 +226,8 @@ class Scheduler(JobQueue[Job]):
             "max_length": max(j.max_tokens for j in batch),
             "include_prompt_in_result": False,
             "end_token": self.model.end_tokens or None,
-            "sampling_topk": 1 if greedy else 0,
+            "sampling_topk": 1 if greedy else first.top_k,
+            "repetition_penalty": first.repeat_penalty,
             "sampling_topp": 1.0 if greedy else first.top_p,
             "sampling_temperature": 1.0 if greedy else first.temperature,
             "callback": self._callback(batch),

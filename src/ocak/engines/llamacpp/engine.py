@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 from ocak.config import Settings
+from ocak.engines.llamacpp.adapters import NONE, AdapterCache, LoraSet
 from ocak.engines.llamacpp.model import LlamaModel
 from ocak.engines.llamacpp.sampling import LogitsMask, SamplingParams
 from ocak.engines.llamacpp.scheduler import Job, Scheduler
@@ -23,6 +24,15 @@ from ocak.protocol.generation import (
 )
 
 log = logging.getLogger("ocak.llamacpp")
+
+
+GGUF_SAMPLING = {
+    "temp": "temperature",
+    "top_k": "top_k",
+    "top_p": "top_p",
+    "min_p": "min_p",
+    "penalty_repeat": "repeat_penalty",
+}
 
 
 class LlamaCppEngine(ThreadedEngine[LlamaModel, Scheduler]):
@@ -45,9 +55,11 @@ class LlamaCppEngine(ThreadedEngine[LlamaModel, Scheduler]):
         self.threads = threads or os.cpu_count() or 1
         self.max_queue = max_queue
         self.prefill_chunk = prefill_chunk
+        self.adapters: AdapterCache | None = None
 
     def _load(self) -> tuple[LlamaModel, Scheduler]:
         model = LlamaModel(self.path)
+        self.adapters = AdapterCache(model)
         self.warn_context(model.n_ctx_train)
         scheduler = Scheduler(
             model,
@@ -70,22 +82,52 @@ class LlamaCppEngine(ThreadedEngine[LlamaModel, Scheduler]):
         )
         return model, scheduler
 
-    def make_mask(self, request: GenerationRequest) -> LogitsMask | None:
-        """A grammar mask for a constrained request (runs off the event loop)."""
+    def model_sampling(self) -> dict[str, float]:
+        """The GGUF's ``general.sampling.*`` keys (llama.cpp's names for what the model's
+        authors recommend), as ocak's sampler fields."""
+        model = self.ready()[0]
+        found: dict[str, float] = {}
+        for key, name in GGUF_SAMPLING.items():
+            value = model.meta(f"general.sampling.{key}")
+            if value is not None:
+                try:
+                    found[name] = float(value)
+                except ValueError:
+                    log.warning("ignoring general.sampling.%s=%r in %s", key, value, self.path)
+        return found
+
+    def make_mask(
+        self, request: GenerationRequest, max_tokens: int | None = None
+    ) -> LogitsMask | None:
+        """A grammar mask for a constrained request that finishes within ``max_tokens``
+        (runs off the event loop; a budget no valid answer fits is a 400 here)."""
         if request.constraint is None:
             return None
         from ocak.engines.llamacpp.constrain import GrammarMask
         from ocak.structured.grammar import compile_constraint
 
-        return GrammarMask(self.ready()[0], compile_constraint(request.constraint))
+        grammar = compile_constraint(request.constraint)
+        return GrammarMask(self.ready()[0], grammar, max_tokens)
+
+    async def lora_set(self, request: GenerationRequest) -> LoraSet:
+        """The request's adapters, loaded (off the event loop) the first time; a request
+        without any never leaves the loop."""
+        cache = self.adapters
+        assert cache is not None  # set by _load
+        if not request.adapters:
+            return NONE
+        return await asyncio.to_thread(cache.lora_set, request.adapters)
 
     async def generate(self, request: GenerationRequest) -> AsyncIterator[GenerationEvent]:
         scheduler = self.ready()[1]
         tokens = self.prompt_tokens(request)
-        max_tokens = completion_budget(len(tokens), request.max_tokens, self.ctx_size)
+        max_tokens = completion_budget(
+            len(tokens), request.max_tokens, self.ctx_size, request.soft_max_tokens
+        )
+        lora = await self.lora_set(request)
         mask = None
         if request.constraint is not None:
-            mask = await asyncio.to_thread(self.make_mask, request)
+            mask = await asyncio.to_thread(self.make_mask, request, max_tokens)
         deadline = self.deadline(request)
         params = SamplingParams(
             temperature=request.temperature,
@@ -93,10 +135,16 @@ class LlamaCppEngine(ThreadedEngine[LlamaModel, Scheduler]):
             seed=request.seed,
             presence_penalty=request.presence_penalty,
             frequency_penalty=request.frequency_penalty,
+            top_k=request.top_k,
+            min_p=request.min_p,
+            repeat_penalty=request.repeat_penalty,
+            repeat_last_n=request.repeat_last_n,
         )
 
         def start(emit: Emit) -> Job:
-            job = Job(tokens, max_tokens, params, request.stop, emit, deadline, mask=mask)
+            job = Job(
+                tokens, max_tokens, params, request.stop, emit, deadline, mask=mask, lora=lora
+            )
             scheduler.submit(job)
             return job
 

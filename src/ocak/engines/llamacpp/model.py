@@ -15,6 +15,7 @@ from typing import Any
 import llama_cpp as C
 
 from ocak.engines.chat_template import ChatTemplate
+from ocak.engines.text import check_ids
 from ocak.errors import EngineError
 from ocak.models.store import ModelFileError
 from ocak.system.cpu import read_cpu
@@ -143,6 +144,24 @@ class LlamaModel:
         if n < 0:
             raise EngineError("llama.cpp failed to tokenize the prompt")
         return list(buf[:n])
+
+    def detokenize(self, ids: list[int]) -> str:
+        """The text of ``ids``, special tokens written out; 400 for an id past the vocabulary
+        (llama.cpp would read out of bounds)."""
+        check_ids(ids, C.llama_vocab_n_tokens(self.vocab))
+        if not ids:
+            return ""
+        tokens = (C.llama_token * len(ids))(*ids)
+        cap = len(ids) * 16 + 16
+        buf = ctypes.create_string_buffer(cap)
+        n = C.llama_detokenize(self.vocab, tokens, len(ids), buf, cap, False, True)
+        if n < 0:
+            cap = -n
+            buf = ctypes.create_string_buffer(cap)
+            n = C.llama_detokenize(self.vocab, tokens, len(ids), buf, cap, False, True)
+        if n < 0:
+            raise EngineError("llama.cpp failed to detokenize")
+        return buf.raw[:n].decode("utf-8", "replace")
 
     def piece(self, token: int) -> bytes:
         """The bytes a generated token adds to the text (control tokens add nothing)."""

@@ -1,7 +1,9 @@
 """Per-sequence sampling from llama.cpp's logits, in numpy.
 
-Each sequence in a batch owns its ``Sampler``, so temperature, top_p, seed and
-penalties are its own. Constrained decoding adds a logits hook that runs
+Each sequence in a batch owns its ``Sampler``, so temperature, top_k, top_p,
+min_p, seed and penalties are its own. Order (as Hugging Face's and vLLM's):
+penalties on the logits, temperature, then top_k, top_p, min_p on what is left,
+then the draw. Constrained decoding adds a logits hook that runs
 before it (see ``LogitsMask``).
 
 Why not llama.cpp's sampler chain: its ``dist`` sampler spends ~0.4 ms per token
@@ -29,9 +31,10 @@ import llama_cpp as C
 import numpy as np
 import numpy.typing as npt
 
-PENALTY_LAST_N = 64
+from ocak.protocol.generation import PENALTY_LAST_N
 
 Logits = npt.NDArray[np.float32]
+Weights = npt.NDArray[np.floating[Any]]
 _BLOCK = 1024
 
 
@@ -42,6 +45,10 @@ class SamplingParams:
     seed: int | None = None
     presence_penalty: float = 0.0
     frequency_penalty: float = 0.0
+    top_k: int = 0
+    min_p: float = 0.0
+    repeat_penalty: float = 1.0
+    repeat_last_n: int = PENALTY_LAST_N
 
 
 def rng_for(seed: int | None) -> np.random.Generator:
@@ -108,30 +115,115 @@ def nucleus(probs: npt.NDArray[np.floating[Any]], top_p: float) -> npt.NDArray[n
     return out
 
 
+def top_k_indices(values: Weights, k: int) -> npt.NDArray[np.intp]:
+    """The indices of the ``k`` largest ``values``, largest first (exactly ``k``; among
+    equal values at the edge the lowest ids win, as a stable sort would pick)."""
+    n = len(values)
+    kth = np.partition(values, n - k)[n - k]
+    above = np.flatnonzero(values > kth)
+    ties = np.flatnonzero(values == kth)[: k - len(above)]
+    idx = np.concatenate((above, ties))
+    return idx[np.argsort(-values[idx], kind="stable")]
+
+
+def top_k_only(weights: Weights, k: int) -> Weights:
+    """``weights`` with all but the ``k`` largest set to zero."""
+    if k <= 0 or k >= len(weights):
+        return weights
+    idx = top_k_indices(weights, k)
+    out = np.zeros_like(weights)
+    out[idx] = weights[idx]
+    return out
+
+
+class PenaltyWindow:
+    """The last ``n`` sampled tokens (all of them when ``n`` is -1) and how often each
+    occurs, kept up to date one token at a time so a step costs no recount."""
+
+    def __init__(self, n: int) -> None:
+        self.recent: deque[int] = deque(maxlen=None if n < 0 else n)
+        self.counts: Counter[int] = Counter()
+        self.size = n
+
+    def push(self, token: int) -> None:
+        if self.size == 0:
+            return
+        if self.recent.maxlen is not None and len(self.recent) == self.recent.maxlen:
+            old = self.recent[0]
+            self.counts[old] -= 1
+            if not self.counts[old]:
+                del self.counts[old]
+        self.recent.append(token)
+        self.counts[token] += 1
+
+    def arrays(self) -> tuple[npt.NDArray[np.int64], Logits]:
+        """The distinct tokens in the window and their counts."""
+        n = len(self.counts)
+        tokens = np.fromiter(self.counts.keys(), dtype=np.int64, count=n)
+        seen = np.fromiter(self.counts.values(), dtype=np.float32, count=n)
+        return tokens, seen
+
+
+def penalize(logits: Logits, window: PenaltyWindow, p: SamplingParams) -> Logits:
+    """A copy of ``logits`` with llama.cpp's penalties for the tokens in ``window``:
+    ``repeat_penalty`` divides a positive logit and multiplies a negative one, then
+    ``frequency_penalty`` per occurrence and ``presence_penalty`` once are subtracted."""
+    tokens, seen = window.arrays()
+    out = logits.copy()
+    values = out[tokens]
+    if p.repeat_penalty != 1.0:
+        values = np.where(
+            values > 0, values / np.float32(p.repeat_penalty), values * np.float32(p.repeat_penalty)
+        )
+    values -= seen * np.float32(p.frequency_penalty) + np.float32(p.presence_penalty)
+    out[tokens] = values
+    return out
+
+
 class Sampler:
-    """One sequence's sampler: penalties, temperature, top_p, seeded draw (or greedy)."""
+    """One sequence's sampler: penalties, then temperature, top_k, top_p, min_p and a
+    seeded draw (or greedy at temperature 0)."""
 
     def __init__(self, params: SamplingParams) -> None:
         self.params = params
         self.rng = rng_for(params.seed)
-        self.recent: deque[int] = deque(maxlen=PENALTY_LAST_N)
+        self.window = PenaltyWindow(params.repeat_last_n)
+        self.penalized = bool(
+            params.presence_penalty or params.frequency_penalty or params.repeat_penalty != 1.0
+        )
 
     def sample(self, logits: Logits) -> int:
         """The next token from one row of logits (left unmodified); remembered for penalties."""
         p = self.params
-        if self.recent and (p.presence_penalty or p.frequency_penalty):
-            logits = logits.copy()
-            counts = Counter(self.recent)
-            tokens = np.fromiter(counts.keys(), dtype=np.int64)
-            seen = np.fromiter(counts.values(), dtype=np.float32)
-            logits[tokens] -= seen * p.frequency_penalty + p.presence_penalty
+        if self.penalized and self.window.counts:
+            logits = penalize(logits, self.window, p)
         if p.temperature <= 0.0:
             token = int(np.argmax(logits))
+        elif 0 < p.top_k < len(logits):
+            token = self._sample_top_k(logits)
         else:
             top = float(logits.max())
+            # relative to the most likely token (which weighs 1), so min_p is a threshold
             weights = np.exp((logits - top) * np.float32(1.0 / p.temperature))
             if p.top_p < 1.0:
                 weights = nucleus(weights / weights.sum(dtype=np.float64), p.top_p)
+            if p.min_p > 0.0:
+                weights[weights < p.min_p * weights.max()] = 0.0
             token = draw(weights, float(self.rng.random()))
-        self.recent.append(token)
+        self.window.push(token)
         return token
+
+    def _sample_top_k(self, logits: Logits) -> int:
+        """The same draw over only the ``top_k`` best tokens (sorted, so top_p is a prefix
+        and min_p a threshold on them): the rest of the vocabulary never enters ``exp``."""
+        p = self.params
+        idx = top_k_indices(logits, p.top_k)
+        kept = logits[idx]
+        weights = np.exp((kept - kept[0]) * np.float32(1.0 / p.temperature))
+        if p.top_p < 1.0:
+            cum = np.cumsum(weights, dtype=np.float64)
+            end = int(np.searchsorted(cum, p.top_p * cum[-1], side="left")) + 1
+            weights = weights[:end]
+        if p.min_p > 0.0:
+            weights = weights[weights >= np.float32(p.min_p)]  # sorted: a prefix
+        return int(idx[draw(weights, float(self.rng.random()))])

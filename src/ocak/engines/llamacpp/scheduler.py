@@ -19,6 +19,11 @@ in their last bits with the size of the call that computed them (measured on the
 default model: a 120-token prompt split at 18, 64 or 100 gave three different sets
 of logits), and a greedy answer would then depend on what ran before it.
 
+LoRA adapters apply to the whole context, so each step decodes the sequences of
+each adapter set (``LoraSet``: adapters and scales) in a call of its own, and a
+slot's cells are reused only by a prompt with the same set: cells computed under
+one adapter or scale are never shared with another.
+
 Events go back to the asking coroutine through ``Job.emit`` (thread-safe).
 """
 
@@ -34,6 +39,7 @@ from typing import Any
 
 import llama_cpp as C
 
+from ocak.engines.llamacpp.adapters import NONE, LoraKey, LoraSet
 from ocak.engines.llamacpp.model import LlamaModel
 from ocak.engines.llamacpp.sampling import LogitsMask, Sampler, SamplingParams, logits_view
 from ocak.engines.text import StopMatcher, Utf8Stream
@@ -60,6 +66,7 @@ class Job:
     emit: Emit
     deadline: float
     mask: LogitsMask | None = None
+    lora: LoraSet = NONE
     cancelled: bool = False
     # Set by the scheduler thread.
     slot: Slot | None = None
@@ -88,6 +95,7 @@ class Slot:
     seq: int
     tokens: list[int] = field(default_factory=list)
     ends: list[int] = field(default_factory=list)
+    lora: LoraKey = ()  # the adapter set its cells were computed with
     job: Job | None = None
     last_used: float = 0.0
 
@@ -113,21 +121,40 @@ def reusable_prefix(slot_ends: list[int], job_ends: list[int], shared: int, limi
     return best
 
 
+def runs(seqs: set[int]) -> int:
+    """How many runs of consecutive ids ``seqs`` makes ({0, 1, 2, 5} makes two)."""
+    return sum(1 for s in seqs if s - 1 not in seqs)
+
+
+def placement(seq: int, key: LoraKey, running: dict[int, LoraKey]) -> tuple[int, int]:
+    """How well slot ``seq`` suits a sequence of adapter set ``key`` beside the ``running``
+    ones (lower is better): the runs of consecutive ids its set's decode call will make,
+    then, for a set not running yet, nearness to other sets' sequences (so the runs that
+    will grow beside it have room)."""
+    same = {s for s, k in running.items() if k == key}
+    others = [abs(seq - s) for s, k in running.items() if k != key]
+    spread = -min(others) if others and not same else 0
+    return runs(same | {seq}), spread
+
+
 def choose_slot(
     free: list[Slot],
     reusable: Callable[[Slot], int],
     cached: Callable[[Slot], int],
     chunk: int,
+    fit: Callable[[Slot], tuple[int, int]] = lambda s: (0, 0),
 ) -> Slot:
     """The free slot a new prompt goes to.
 
     1. One whose cache the prompt mostly continues (an earlier turn of the same chat,
        the same long persona): the most reusable.
-    2. Else the lowest sequence id among slots whose cache is cheap to lose (at most two
-       chunks the prompt would not reuse). llama.cpp decodes only consecutive sequence
-       ids in one micro-batch, and a gap in the running ids costs a second pass over
-       the weights on every step (~20% at 8 streams here), far more than recomputing a
-       short prefix, which a copy from another slot usually saves anyway.
+    2. Else, among slots whose cache is cheap to lose (at most two chunks the prompt
+       would not reuse), the best ``fit`` (``placement``), then the lowest sequence id.
+       llama.cpp decodes only consecutive sequence ids in one micro-batch, and a gap in
+       the ids of one decode call costs a second pass over the weights on every step
+       (~20% at 8 streams here), far more than recomputing a short prefix, which a copy
+       from another slot usually saves anyway. With adapters, each adapter set has a
+       decode call of its own, so each set's sequences are kept together.
     3. Else the least recently used.
     """
     continued = [s for s in free if reusable(s) >= chunk and 2 * reusable(s) >= cached(s)]
@@ -135,7 +162,7 @@ def choose_slot(
         return max(continued, key=lambda s: (reusable(s), -s.seq))
     cheap = [s for s in free if cached(s) - reusable(s) <= 2 * chunk]
     if cheap:
-        return min(cheap, key=lambda s: s.seq)
+        return min(cheap, key=lambda s: (fit(s), s.seq))
     return min(free, key=lambda s: (s.last_used, s.seq))
 
 
@@ -188,6 +215,7 @@ class Scheduler(JobQueue[Job]):
         self.batch = C.llama_batch_init(self.n_batch, 0, 1)
         self.slots = [Slot(i) for i in range(parallel)]
         self.decode_steps = 0
+        self.applied: LoraKey = ()  # the adapter set on the context now
         self._thread = threading.Thread(target=self._run, name="ocak-llamacpp", daemon=True)
         self._thread.start()
 
@@ -271,6 +299,8 @@ class Scheduler(JobQueue[Job]):
         found: dict[int, int] = {}
 
         def reusable(slot: Slot) -> int:
+            if slot.lora != job.lora.key:
+                return 0  # cells of another adapter set (or scale) are never shared
             if slot.seq not in found:
                 shared = common_prefix(slot.tokens, job.tokens)
                 found[slot.seq] = reusable_prefix(slot.ends, job.ends, shared, limit)
@@ -279,7 +309,14 @@ class Scheduler(JobQueue[Job]):
         def cached(slot: Slot) -> int:
             return slot.ends[-1] if slot.ends else 0
 
-        best = choose_slot(free, reusable, cached, self.prefill_chunk)
+        running = {s.seq: s.lora for s in self.slots if s.job is not None}
+        best = choose_slot(
+            free,
+            reusable,
+            cached,
+            self.prefill_chunk,
+            lambda slot: placement(slot.seq, job.lora.key, running),
+        )
         shared = reusable(best)
         donor = max(self.slots, key=reusable)
         if donor is not best and reusable(donor) >= shared + COPY_MIN_TOKENS:
@@ -293,6 +330,7 @@ class Scheduler(JobQueue[Job]):
             shared = 0
         best.tokens = job.tokens[:shared]
         best.ends = [e for e in job.ends if e <= shared]
+        best.lora = job.lora.key
         best.job = job
         job.slot = best
         job.cached = shared
@@ -312,7 +350,7 @@ class Scheduler(JobQueue[Job]):
         runs first, so a new request's first token does not also wait for a decode.
         Generating sequences (the one whose prompt just finished too) then advance
         together in one ``llama_decode``, one token each, in sequence-id order so
-        llama.cpp keeps them in one micro-batch.
+        llama.cpp keeps them in one micro-batch: one call per adapter set in use.
         """
         for slot in self.slots:
             if slot.job is not None and slot.job.cancelled:
@@ -338,15 +376,18 @@ class Scheduler(JobQueue[Job]):
             for s in self.slots
             if s.job is not None and not s.job.pending and s.job.last_token is not None
         ]
-        if not generating:
-            return
-        for i, job in enumerate(generating):
-            assert job.slot is not None and job.last_token is not None
-            self._add(i, job.last_token, len(job.slot.tokens), job.slot.seq, True)
-            job.slot.tokens.append(job.last_token)
-        self._decode(len(generating))
-        for i, job in enumerate(generating):
-            self._sample(job, i)
+        groups: dict[LoraKey, list[Job]] = {}
+        for job in generating:
+            groups.setdefault(job.lora.key, []).append(job)
+        for jobs in groups.values():
+            for i, job in enumerate(jobs):
+                assert job.slot is not None and job.last_token is not None
+                self._add(i, job.last_token, len(job.slot.tokens), job.slot.seq, True)
+                job.slot.tokens.append(job.last_token)
+            self._use(jobs[0].lora)
+            self._decode(len(jobs))
+            for i, job in enumerate(jobs):
+                self._sample(job, i)
 
     def _prefill(self, job: Job, slot: Slot) -> int:
         """Compute ``job``'s next prompt chunk in a decode call of its own; its size."""
@@ -358,11 +399,18 @@ class Scheduler(JobQueue[Job]):
         for k, tok in enumerate(take):
             self._add(k, tok, start + k, slot.seq, last and k == len(take) - 1)
         slot.tokens.extend(take)
+        self._use(job.lora)
         self._decode(len(take))
         slot.ends.append(len(slot.tokens))
         if last:
             self._sample(job, len(take) - 1)
         return len(take)
+
+    def _use(self, lora: LoraSet) -> None:
+        """Put ``lora``'s adapters on the context for the next decode call."""
+        if lora.key != self.applied:
+            lora.apply(self.ctx)
+            self.applied = lora.key
 
     def _decode(self, n: int) -> None:
         self.batch.n_tokens = n

@@ -9,6 +9,8 @@ limits and metrics cover character turns.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any
@@ -21,6 +23,7 @@ from ocak.characters.api import (
     CharacterList,
     CreateSession,
     Deleted,
+    DeletedSession,
     JoinRequest,
     MessageIn,
     Recorded,
@@ -29,17 +32,21 @@ from ocak.characters.api import (
 )
 from ocak.characters.cards import Character, card_from_data, parse_card_bytes
 from ocak.characters.events import (
+    AudioReset,
     Generated,
     Reset,
     Speaking,
+    Spoken,
     TextPiece,
     TurnDone,
     TurnEvent,
     TurnInput,
 )
+from ocak.characters.recordings import Recordings
 from ocak.characters.service import CharacterService
 from ocak.characters.tavern import TavernCardV2
-from ocak.errors import NotFound, OcakError
+from ocak.characters.voice import hear, speakers, voiced
+from ocak.errors import InvalidRequest, NotFound, OcakError
 from ocak.protocol.openai import ErrorResponse
 from ocak.protocol.record import RequestRecord
 from ocak.server.proxy import http_context
@@ -48,6 +55,7 @@ from ocak.server.streaming import SSE_HEADERS, unless_disconnected
 from ocak.server.tracking import get_record
 
 router = APIRouter(tags=["characters"])
+STT_MODEL = "whisper-1"  # a session's recordings: the local Whisper, or what an alias routes
 
 ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"model": ErrorResponse} for code in (400, 401, 403, 404, 413, 429, 500, 502, 503)
@@ -135,6 +143,19 @@ async def get_session(session_id: str, request: Request) -> SessionOut:
     return get_service(request).session(session_id)
 
 
+@router.delete("/v1/sessions/{session_id}", response_model=DeletedSession, responses=ERRORS)
+async def delete_session(session_id: str, request: Request) -> DeletedSession:
+    """Forget a session: its lines (transcripts of recordings too), its characters'
+    memories of it and any kept recordings. Relationships, built over sessions, stay."""
+    get_service(request).delete_session(session_id)
+    return DeletedSession(id=session_id)
+
+
+def recordings(request: Request) -> Recordings:
+    settings = get_state(request).settings
+    return Recordings.in_data_dir(settings.data_dir, keep=settings.keep_recordings)
+
+
 @router.post("/v1/sessions/{session_id}/members", response_model=SessionOut, responses=ERRORS)
 async def join_session(session_id: str, body: JoinRequest, request: Request) -> SessionOut:
     """A character joins; it witnesses (and remembers) only what is said from now on."""
@@ -165,13 +186,23 @@ async def post_message(session_id: str, body: MessageIn, request: Request) -> An
     """Say something (or post a game event) in a session; a character answers with a packet."""
     record = get_record(request)
     record.stream = body.stream
-    serving, ctx = get_state(request).serving, http_context(request)
+    state = get_state(request)
+    serving, ctx = state.serving, http_context(request)
+    service = get_service(request)
+    service.require_session(session_id)  # before a recording is transcribed for nothing
+    text, spoken = body.text, False
+    if body.audio is not None:
+        data = _base64(body.audio.data, "audio.data")
+        recordings(request).keep(session_id, data, suffix=".audio")
+        text = await hear(state.audio, ctx, data, model=STT_MODEL, language=body.audio.language)
+        spoken = True
 
     def authorize(model: str) -> None:
         serving.authorize(ctx, model)
 
     inp = TurnInput(
-        text=body.text,
+        text=text,
+        spoken=spoken,
         event=body.event,
         character=body.character,
         respond=body.respond,
@@ -179,10 +210,10 @@ async def post_message(session_id: str, body: MessageIn, request: Request) -> An
         seed=body.seed,
         request_id=record.request_id,
     )
-    turn = get_service(request).turn(
-        session_id, inp, authorize=authorize, local_only=ctx.local_only
-    )
-    events = _tracked(turn, record)
+    turn = service.turn(session_id, inp, authorize=authorize, local_only=ctx.local_only)
+    if body.voice:
+        turn = voiced(turn, speakers(service, state.audio, ctx, session_id, body.voice_format))
+    events = tracked(turn, record)
     try:
         first = await anext(events)  # 4xx/5xx before any byte: unknown session, queue full...
     except StopAsyncIteration as exc:  # pragma: no cover - the service always ends with done
@@ -194,7 +225,7 @@ async def post_message(session_id: str, body: MessageIn, request: Request) -> An
     return await unless_disconnected(request, _collect(first, events))
 
 
-async def _tracked(
+async def tracked(
     events: AsyncGenerator[TurnEvent, None], record: RequestRecord
 ) -> AsyncGenerator[TurnEvent, None]:
     """Fill the request record from a turn's events (backend, first text, tokens)."""
@@ -219,11 +250,25 @@ async def _tracked(
         await events.aclose()
 
 
+def _base64(data: str, param: str) -> bytes:
+    try:
+        return base64.b64decode(data, validate=True)
+    except (binascii.Error, ValueError):
+        raise InvalidRequest("This is not base64.", param=param) from None
+
+
 async def _collect(first: TurnEvent, events: AsyncGenerator[TurnEvent, None]) -> TurnOut | Recorded:
     try:
         event: TurnEvent = first
+        speech = []
         while not isinstance(event, TurnDone):
+            if isinstance(event, Spoken):
+                speech.append(event.segment)
+            elif isinstance(event, AudioReset):
+                speech.clear()
             event = await anext(events)
+        if isinstance(event.turn, TurnOut) and speech:
+            event.turn.speech = speech
         return event.turn
     finally:
         await events.aclose()
@@ -241,6 +286,10 @@ def _turn_frames(event: TurnEvent) -> list[bytes]:
         return [_frame("text", {"delta": event.text})]
     if isinstance(event, Reset):
         return [_frame("reset", {"reason": event.reason})]
+    if isinstance(event, Spoken):
+        return [_frame("audio", event.segment.model_dump())]
+    if isinstance(event, AudioReset):
+        return [_frame("audio_reset", {"reason": event.reason})]
     if isinstance(event, TurnDone):
         turn = event.turn
         if isinstance(turn, Recorded):

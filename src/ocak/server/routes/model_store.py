@@ -42,6 +42,9 @@ class PullRequest(BaseModel):
     model: str = Field(description="OWNER/REPO, optionally :QUANT or :FILE.gguf.")
     revision: str = Field("main", max_length=200, description="A branch, tag or commit.")
     stream: bool = Field(True, description="Progress as server-sent events.")
+    base: str | None = Field(
+        None, max_length=200, description="For a LoRA adapter: the model it applies to."
+    )
 
 
 class Pulled(BaseModel):
@@ -78,7 +81,9 @@ def _event(p: Progress) -> dict[str, Any]:
     return event
 
 
-async def _run_pull(state: Services, ref: HubRef, queue: asyncio.Queue[Any]) -> Manifest:
+async def _run_pull(
+    state: Services, ref: HubRef, queue: asyncio.Queue[Any], base: str | None
+) -> Manifest:
     """The pull in a worker thread; its progress (throttled per file) into ``queue``."""
     loop = asyncio.get_running_loop()
     last: dict[str | None, float] = {}
@@ -93,7 +98,7 @@ async def _run_pull(state: Services, ref: HubRef, queue: asyncio.Queue[Any]) -> 
 
     store = ModelStore(state.settings.model_dir)
     hub = Hub(state.settings.hf_endpoint)
-    return await asyncio.to_thread(pull, ref, store, hub, report=report)
+    return await asyncio.to_thread(pull, ref, store, hub, report=report, base=base)
 
 
 @router.post("/v1/models/pull", response_model=Pulled, responses=ERRORS)
@@ -102,7 +107,7 @@ async def pull_model(body: PullRequest, request: Request) -> Any:
     state = get_state(request)
     ref = parse_ref(body.model, body.revision)  # 400 for a bad reference, before a stream
     queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
-    task = asyncio.ensure_future(_run_pull(state, ref, queue))
+    task = asyncio.ensure_future(_run_pull(state, ref, queue, body.base))
     state.background.add(task)  # held: the pull goes on if the client leaves
     task.add_done_callback(state.background.discard)
     if not body.stream:

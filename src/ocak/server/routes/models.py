@@ -1,4 +1,5 @@
-"""``GET /v1/models`` and ``GET /v1/models/{id}``: aliases and local models, loaded or not."""
+"""``GET /v1/models`` and ``GET /v1/models/{id}``: aliases and local models, loaded or not,
+and the store's LoRA adapters (``kind: adapter``)."""
 
 from __future__ import annotations
 
@@ -7,14 +8,15 @@ from typing import Any
 from fastapi import APIRouter, Request, Response
 
 from ocak.engines.base import Engine
-from ocak.engines.registry import Residency
+from ocak.engines.registry import AdapterFile, Residency
 from ocak.errors import ModelNotFound
 from ocak.gateway.router import Alias
 from ocak.protocol.openai import ModelCard, ModelList
 from ocak.providers.base import LOCALITY
 from ocak.server.auth import get_key
 from ocak.server.routes.chat import ERRORS
-from ocak.server.services import get_state
+from ocak.server.services import Services, get_state
+from ocak.serving.audio import SpeechModel
 
 router = APIRouter(tags=["models"])
 
@@ -36,6 +38,7 @@ def card(engine: Engine, created: int, residency: Residency | None = None) -> Mo
         if engine.state == "ready":
             meta.update(
                 resident_bytes=residency.resident,
+                resident_in=residency.pool,  # memory, or vram (a GPU's, --max-vram)
                 loaded_at=residency.loaded_at,
                 expires_at=residency.expires_at,  # null while in use, or never
                 in_flight=residency.inflight,
@@ -59,21 +62,52 @@ def alias_card(alias: Alias, created: int) -> ModelCard:
     )
 
 
+def adapter_card(adapter: AdapterFile, created: int) -> ModelCard:
+    """A stored LoRA adapter: the model it is for, and how a request names it."""
+    size = adapter.path.stat().st_size if adapter.path.is_file() else None
+    return ModelCard(
+        id=adapter.name,
+        created=created,
+        kind="adapter",
+        meta={
+            "engine": "llama.cpp",
+            "base": adapter.base,
+            "size_bytes": size,
+            "locality": "local",
+            # the model name that applies it (the request field adapters also does)
+            "use": adapter.name if adapter.base else f"BASE@{adapter.name}",
+        },
+    )
+
+
+def speech_card(model: SpeechModel, voices: list[str], created: int) -> ModelCard:
+    """A speech model (or OpenAI's name for it), with the voices of a speech one."""
+    meta: dict[str, Any] = {"engine": model.engine, "locality": "local"}
+    if model.kind == "text-to-speech":
+        meta["voices"] = voices
+    return ModelCard(id=model.id, created=created, kind=model.kind, meta=meta)
+
+
 @router.get("/v1/models", response_model=ModelList)
 async def list_models(request: Request) -> ModelList:
     """The models this server can answer for: aliases, then the local engines; with a key
     restricted to some models, only those."""
     state = get_state(request)
     created = int(state.started)
-    found = state.serving.models(get_key(request))
+    key = get_key(request)
+    voices = list(state.audio.catalog.voices)
     return ModelList(
-        data=[
-            alias_card(m, created)
-            if isinstance(m, Alias)
-            else card(m, created, state.engines.residency(m.model_id))
-            for m in found
-        ]
+        data=[_card(m, created, state) for m in state.serving.models(key)]
+        + [speech_card(m, voices, created) for m in state.audio.models(key)]
     )
+
+
+def _card(found: Alias | Engine | AdapterFile, created: int, state: Services) -> ModelCard:
+    if isinstance(found, Alias):
+        return alias_card(found, created)
+    if isinstance(found, Engine):
+        return card(found, created, state.engines.residency(found.model_id))
+    return adapter_card(found, created)
 
 
 @router.get("/v1/models/{model_id:path}", response_model=ModelCard, responses=ERRORS)
@@ -88,7 +122,10 @@ async def get_model(model_id: str, request: Request, response: Response) -> Mode
         response.headers[LOCALITY] = "local" if alias.can_be_local() else "remote"
         return alias_card(alias, created)
     engine = state.engines.find(model_id)
-    if engine is None:
-        raise ModelNotFound(model_id)
     response.headers[LOCALITY] = "local"
-    return card(engine, created, state.engines.residency(model_id))
+    if engine is not None:
+        return card(engine, created, state.engines.residency(model_id))
+    adapter = state.engines.adapter(model_id)
+    if adapter is None:
+        raise ModelNotFound(model_id)
+    return adapter_card(adapter, created)
