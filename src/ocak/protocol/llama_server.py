@@ -13,48 +13,36 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from ocak.errors import InvalidRequest, UnsupportedParameter
-
-
-def _is(*values: Any) -> Any:
-    return lambda v: v is None or v in values
-
-
-def _any(_: Any) -> bool:
-    return True
-
-
-def _empty(v: Any) -> bool:
-    return v in (None, [], {}, "")
-
+from ocak.protocol.neutral import Neutral, any_value, empty, one_of, refuse_non_neutral
 
 # Field -> is its value neutral (the feature off)? Another value is a 400 naming it.
-NEUTRAL: dict[str, Any] = {
-    "n_probs": _is(0),  # ocak reports no token probabilities
-    "post_sampling_probs": _is(False),
-    "typical_p": _is(1),
-    "tfs_z": _is(1),
-    "mirostat": _is(0),
-    "mirostat_tau": _any,
-    "mirostat_eta": _any,
-    "dry_multiplier": _is(0),
-    "dry_base": _any,
-    "dry_allowed_length": _any,
-    "dry_penalty_last_n": _any,
-    "dry_sequence_breakers": _any,
-    "xtc_probability": _is(0),
-    "xtc_threshold": _any,
-    "top_n_sigma": _is(-1, 0),
-    "dynatemp_range": _is(0),
-    "dynatemp_exponent": _any,
-    "ignore_eos": _is(False),
-    "logit_bias": _empty,
-    "lora": _empty,
-    "n_indent": _is(0),
-    "t_max_predict_ms": _is(0),
-    "return_tokens": _is(False),
-    "image_data": _empty,
-    "multimodal_data": _empty,
-    "n_cmpl": _is(1),
+NEUTRAL: dict[str, Neutral] = {
+    "n_probs": one_of(0),  # ocak reports no token probabilities
+    "post_sampling_probs": one_of(False),
+    "typical_p": one_of(1),
+    "tfs_z": one_of(1),
+    "mirostat": one_of(0),
+    "mirostat_tau": any_value,
+    "mirostat_eta": any_value,
+    "dry_multiplier": one_of(0),
+    "dry_base": any_value,
+    "dry_allowed_length": any_value,
+    "dry_penalty_last_n": any_value,
+    "dry_sequence_breakers": any_value,
+    "xtc_probability": one_of(0),
+    "xtc_threshold": any_value,
+    "top_n_sigma": one_of(-1, 0),
+    "dynatemp_range": one_of(0),
+    "dynatemp_exponent": any_value,
+    "ignore_eos": one_of(False),
+    "logit_bias": empty,
+    "lora": empty,
+    "n_indent": one_of(0),
+    "t_max_predict_ms": one_of(0),
+    "return_tokens": one_of(False),
+    "image_data": empty,
+    "multimodal_data": empty,
+    "n_cmpl": one_of(1),
 }
 
 
@@ -82,12 +70,7 @@ class LlamaCompletion(BaseModel):
     model: str | None = None
 
     def refuse_unsupported(self) -> None:
-        extra = self.model_extra or {}
-        for name, neutral in NEUTRAL.items():
-            if name in extra and not neutral(extra[name]):
-                raise UnsupportedParameter(
-                    name, f"ocak accepts it only at its neutral value, not {extra[name]!r}"
-                )
+        refuse_non_neutral(self.model_extra, NEUTRAL)
 
     def text_prompt(self) -> str:
         """The prompt as text; token arrays and multimodal prompts are refused by name."""

@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from ocak.config import parse_keep_alive
 from ocak.errors import InvalidRequest, UnsupportedParameter
+from ocak.protocol.neutral import refuse_non_neutral
 
 Temperature = Annotated[float, Field(ge=0.0, le=2.0)]
 Unit = Annotated[float, Field(ge=0.0, le=1.0)]
@@ -60,10 +61,7 @@ class Options(BaseModel):
 
     def sampling(self) -> dict[str, Any]:
         """The OpenAI request fields (and llama-server's sampler names) these options set."""
-        extra = self.model_extra or {}
-        for name, neutral in self.NEUTRAL.items():
-            if name in extra and extra[name] not in neutral:
-                raise UnsupportedParameter(f"options.{name}")
+        refuse_non_neutral(self.model_extra, self.NEUTRAL, prefix="options.")
         out: dict[str, Any] = {}
         if self.num_predict is not None:
             if self.num_predict > 0:

@@ -15,19 +15,13 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from ocak.errors import InvalidRequest, UnsupportedParameter
 from ocak.protocol.generation import PENALTY_LAST_N, Adapter, GenerationRequest, Message
+from ocak.protocol.neutral import refuse_non_neutral
 
 MAX_STOP_SEQUENCES = 16
 
 
 class _Request(BaseModel):
     model_config = ConfigDict(extra="allow")
-
-    def _refuse_unsupported(self, names: dict[str, tuple[Any, ...]]) -> None:
-        """Refuse documented-but-unsupported parameters that carry a non-default value."""
-        extra = self.model_extra or {}
-        for name, neutral in names.items():
-            if name in extra and extra[name] not in neutral:
-                raise UnsupportedParameter(name)
 
 
 class TextPart(BaseModel):
@@ -221,7 +215,7 @@ class ChatCompletionRequest(_SamplingFields):
     def generation_request(self) -> GenerationRequest:
         """The engine request for the messages and sampling; ``structured.chat.plan_body``
         folds ``tools`` and ``response_format`` in."""
-        self._refuse_unsupported(self.UNSUPPORTED)
+        refuse_non_neutral(self.model_extra, self.UNSUPPORTED)
         self._check_n()
         return GenerationRequest(
             messages=[m.to_message(i) for i, m in enumerate(self.messages)],
@@ -245,7 +239,7 @@ class CompletionRequest(_SamplingFields):
     }
 
     def to_generation_request(self) -> GenerationRequest:
-        self._refuse_unsupported(self.UNSUPPORTED)
+        refuse_non_neutral(self.model_extra, self.UNSUPPORTED)
         self._check_n()
         if self.echo:
             raise UnsupportedParameter("echo")
