@@ -150,8 +150,7 @@ def test_a_stop_sequence_cuts_the_answer_where_it_appears(keyed: Keyed) -> None:
         model="default", max_tokens=40, messages=prompt, extra_body=GREEDY, stop_sequences=[stop]
     )
     assert cut.content[0].text == text[: text.index(stop)]  # type: ignore[union-attr]
-    # Which stop sequence ended the answer is not reported by the engines: end_turn.
-    assert cut.stop_reason == "end_turn" and cut.stop_sequence is None
+    assert cut.stop_reason == "stop_sequence" and cut.stop_sequence == stop
     assert cut.usage.output_tokens < full.usage.output_tokens
 
 

@@ -117,7 +117,8 @@ class FakeEngine(Engine):
                 if rest:
                     yield TextDelta(rest)
             finished = True
-            yield Finished(reason, Usage(prompt_tokens, produced))  # type: ignore[arg-type]
+            usage = Usage(prompt_tokens, produced)
+            yield Finished(reason, usage, stops.matched)  # type: ignore[arg-type]
         except (asyncio.CancelledError, GeneratorExit):
             if not finished:  # closed after its last event is not a cancellation
                 self.cancelled += 1

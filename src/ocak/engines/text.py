@@ -27,28 +27,32 @@ class Utf8Stream:
 class StopMatcher:
     """Finds stop sequences in streamed text, holding back what might start one.
 
-    ``feed`` returns the text that is safe to emit and whether a stop sequence
-    was reached; the stop sequence itself is never emitted.
+    ``feed`` returns the text that is safe to emit; ``matched`` is the stop sequence
+    that ended the text (the earliest in it), which is itself never emitted.
     """
 
     def __init__(self, stops: list[str]) -> None:
         self._stops = [s for s in stops if s]
         self._longest = max((len(s) for s in self._stops), default=0)
         self._pending = ""
-        self.stopped = False
+        self.matched: str | None = None
+
+    @property
+    def stopped(self) -> bool:
+        return self.matched is not None
 
     def feed(self, text: str) -> str:
         if not self._stops:
             return text
         buf = self._pending + text
-        first = -1
+        first, matched = -1, None
         for stop in self._stops:
             i = buf.find(stop)
             if i != -1 and (first == -1 or i < first):
-                first = i
-        if first != -1:
+                first, matched = i, stop
+        if matched is not None:
             self._pending = ""
-            self.stopped = True
+            self.matched = matched
             return buf[:first]
         keep = self._partial_suffix(buf)
         self._pending = buf[len(buf) - keep :] if keep else ""

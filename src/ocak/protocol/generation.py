@@ -131,10 +131,12 @@ class ToolCallDelta:
 
 @dataclass(frozen=True, slots=True)
 class Finished:
-    """The last event of every generation."""
+    """The last event of every generation; ``stop_sequence`` is the one of the request's
+    stop strings that ended it (None when it ended otherwise, or upstream did not say)."""
 
     reason: FinishReason
     usage: Usage
+    stop_sequence: str | None = None
 
 
 GenerationEvent = TextDelta | ToolCallDelta | Finished

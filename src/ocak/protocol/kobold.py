@@ -15,59 +15,47 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from ocak.errors import InvalidRequest, UnsupportedParameter
+from ocak.protocol.neutral import Neutral, any_value, empty, one_of, refuse_non_neutral
 
 # KoboldCpp's own default when a client sends no max_length.
 DEFAULT_MAX_LENGTH = 100
 MAX_STOP = 16
 
 
-def _any(_: Any) -> bool:
-    return True
-
-
-def _is(*values: Any) -> Any:
-    return lambda v: v is None or v in values
-
-
-def _empty(v: Any) -> bool:
-    return v in (None, [], {}, "")
-
-
 # Field -> is its value neutral (the sampler off)? A field here with another value is a 400.
-NEUTRAL: dict[str, Any] = {
-    "rep_pen_slope": _is(0, 1),  # ocak's penalty is flat over the range
-    "tfs": _is(1),
-    "top_a": _is(0),
-    "typical": _is(1),
-    "mirostat": _is(0),
-    "mirostat_tau": _any,  # only read when mirostat is on
-    "mirostat_eta": _any,
-    "dry_multiplier": _is(0),
-    "dry_base": _any,  # only read when dry_multiplier > 0
-    "dry_allowed_length": _any,
-    "dry_sequence_breakers": _any,
-    "dry_penalty_last_n": _any,
-    "xtc_probability": _is(0),
-    "xtc_threshold": _any,  # only read when xtc_probability > 0
-    "smoothing_factor": _is(0),
-    "smoothing_curve": _any,
-    "dynatemp_range": _is(0),
-    "dynatemp_exponent": _any,
-    "nsigma": _is(0),
-    "top_n_sigma": _is(0),
-    "adaptive_target": _any,
-    "use_default_badwordsids": _is(False),  # True bans the end-of-stream token
-    "banned_tokens": _empty,
-    "banned_strings": _empty,
-    "logit_bias": _empty,
-    "ban_eos_token": _is(False),
-    "bypass_eos": _is(False),
-    "logprobs": _is(False),
-    "images": _empty,
-    "n": _is(1),
-    "trim_stop": _is(True),  # ocak never includes the stop sequence in the text
-    "use_world_info": _is(False),
-    "render_special": _is(False),
+NEUTRAL: dict[str, Neutral] = {
+    "rep_pen_slope": one_of(0, 1),  # ocak's penalty is flat over the range
+    "tfs": one_of(1),
+    "top_a": one_of(0),
+    "typical": one_of(1),
+    "mirostat": one_of(0),
+    "mirostat_tau": any_value,  # only read when mirostat is on
+    "mirostat_eta": any_value,
+    "dry_multiplier": one_of(0),
+    "dry_base": any_value,  # only read when dry_multiplier > 0
+    "dry_allowed_length": any_value,
+    "dry_sequence_breakers": any_value,
+    "dry_penalty_last_n": any_value,
+    "xtc_probability": one_of(0),
+    "xtc_threshold": any_value,  # only read when xtc_probability > 0
+    "smoothing_factor": one_of(0),
+    "smoothing_curve": any_value,
+    "dynatemp_range": one_of(0),
+    "dynatemp_exponent": any_value,
+    "nsigma": one_of(0),
+    "top_n_sigma": one_of(0),
+    "adaptive_target": any_value,
+    "use_default_badwordsids": one_of(False),  # True bans the end-of-stream token
+    "banned_tokens": empty,
+    "banned_strings": empty,
+    "logit_bias": empty,
+    "ban_eos_token": one_of(False),
+    "bypass_eos": one_of(False),
+    "logprobs": one_of(False),
+    "images": empty,
+    "n": one_of(1),
+    "use_world_info": one_of(False),
+    "render_special": one_of(False),
 }
 
 
@@ -88,6 +76,9 @@ class KoboldGenerate(BaseModel):
     rep_pen_range: int | None = Field(None, ge=-1)
     presence_penalty: float | None = Field(None, ge=-2.0, le=2.0)
     stop_sequence: list[str] | None = None
+    trim_stop: bool = Field(
+        True, description="False: the stop sequence that matched ends the text."
+    )
     singleline: bool | None = None
     grammar: str | None = None
     grammar_retain_state: bool | None = None
@@ -105,12 +96,7 @@ class KoboldGenerate(BaseModel):
 
     def refuse_unsupported(self) -> None:
         """A sampler ocak does not have, set to a value that turns it on: 400 by name."""
-        extra = self.model_extra or {}
-        for name, neutral in NEUTRAL.items():
-            if name in extra and not neutral(extra[name]):
-                raise UnsupportedParameter(
-                    name, f"ocak accepts it only at its neutral value, not {extra[name]!r}"
-                )
+        refuse_non_neutral(self.model_extra, NEUTRAL)
         if self.grammar_retain_state:
             raise UnsupportedParameter("grammar_retain_state")
 

@@ -35,6 +35,7 @@ class Running:
     task: asyncio.Task[None] | None = None
     finished: Finished | None = None
     aborted: bool = False
+    keep_stop: bool = False  # KoboldCpp's trim_stop false: the matched stop ends the text
 
     @property
     def text(self) -> str:
@@ -54,6 +55,9 @@ class Running:
                     self.parts.append(event.text)
                     self.queue.put_nowait(event.text)
                 elif isinstance(event, Finished):
+                    if self.keep_stop and event.stop_sequence:
+                        self.parts.append(event.stop_sequence)
+                        self.queue.put_nowait(event.stop_sequence)
                     self.finished = event
         except OcakError as exc:
             self.queue.put_nowait(exc)
@@ -70,14 +74,16 @@ class Generations:
     def __init__(self) -> None:
         self._by_key: dict[str, Running] = {}
 
-    def start(self, genkey: str | None, owner: int | None, primed: Primed) -> Running:
+    def start(
+        self, genkey: str | None, owner: int | None, primed: Primed, *, keep_stop: bool = False
+    ) -> Running:
         """Register and start pumping a generation; a genkey already running is a 400."""
         key = genkey or f"KCPP{uuid.uuid4().hex[:8]}"
         if key in self._by_key:
             raise InvalidRequest(
                 f"A generation with genkey '{key}' is already running.", param="genkey"
             )
-        run = Running(key, owner)
+        run = Running(key, owner, keep_stop=keep_stop)
         self._by_key[key] = run
         run.task = asyncio.ensure_future(run.pump(primed))
         run.task.add_done_callback(lambda _: self._forget(run))

@@ -29,6 +29,12 @@ def test_earliest_of_several_stops_wins() -> None:
     assert feed_all(["b", "a"], ["xxab"]) == ("xx", True)
 
 
+def test_the_matched_stop_is_the_earliest_in_the_text_not_the_first_listed() -> None:
+    m = StopMatcher(["later", "b", "a"])
+    assert m.matched is None
+    assert m.feed("xxab later") == "xx" and m.matched == "a"
+
+
 def test_text_held_back_is_flushed_at_the_end() -> None:
     assert feed_all(["STOP"], ["abc", "ST"]) == ("abcST", False)
 

@@ -166,7 +166,6 @@ def test_samplers_ocak_lacks_are_refused_by_name_unless_neutral(tmp_path: Path) 
             ("smoothing_factor", 0.3),
             ("use_default_badwordsids", True),
             ("banned_tokens", ["bad"]),
-            ("trim_stop", False),
             ("n", 2),
         ]:
             r = await c.post("/api/v1/generate", json={"prompt": "hi", name: value})
@@ -227,6 +226,21 @@ def test_stream_frames_as_koboldcpp_writes_them(tmp_path: Path) -> None:
             assert "".join(f["token"] for f in frames) == "one two three"
             assert all(f["finish_reason"] is None for f in frames[:-1])
             assert frames[-1] == {"token": "", "finish_reason": "stop"}
+
+    run(tmp_path, check)
+
+
+def test_the_stop_sequence_is_trimmed_unless_trim_stop_is_false(tmp_path: Path) -> None:
+    async def check(c: httpx.AsyncClient, seen: Seen, engine: FakeEngine) -> None:
+        body: dict[str, Any] = {"prompt": "one two three", "stop_sequence": ["two"]}
+        r = await c.post("/api/v1/generate", json=body)
+        assert r.json()["results"][0]["text"] == "one "
+        r = await c.post("/api/v1/generate", json={**body, "trim_stop": False})
+        assert r.json()["results"][0]["text"] == "one two"
+        r = await c.post("/api/extra/generate/stream", json={**body, "trim_stop": False})
+        frames = events(r.text)
+        assert "".join(f["token"] for f in frames) == "one two"
+        assert frames[-1] == {"token": "", "finish_reason": "stop"}
 
     run(tmp_path, check)
 

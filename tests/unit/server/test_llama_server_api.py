@@ -43,6 +43,10 @@ def test_completion_maps_llama_server_fields(tmp_path: Path) -> None:
         assert r.json()["stop_type"] == "limit" and seen.last.seed is None
         await c.post("/completion", json={"prompt": "a", "n_predict": -1})
         assert seen.last.max_tokens is None
+        r = await c.post("/completion", json={"prompt": "one two three", "stop": ["x", "two"]})
+        out = r.json()
+        assert out["content"] == "one " and out["stop_type"] == "word"
+        assert out["stopping_word"] == "two"
 
     run(tmp_path, check)
 

@@ -284,4 +284,5 @@ class Scheduler(JobQueue[Job]):
             rest = job.stops.flush()
             if rest:
                 job.emit(TextDelta(rest))
-        job.emit(Finished(reason, Usage(len(job.ids), job.generated)))
+        matched = job.stops.matched if job.stops is not None else None
+        job.emit(Finished(reason, Usage(len(job.ids), job.generated), matched))

@@ -468,7 +468,9 @@ class Scheduler(JobQueue[Job]):
             if rest:
                 job.emit(TextDelta(rest))
         if reason != "cancelled":
-            job.emit(Finished(reason, Usage(len(job.tokens), job.generated, job.cached)))
+            matched = job.stops.matched if job.stops is not None else None
+            usage = Usage(len(job.tokens), job.generated, job.cached)
+            job.emit(Finished(reason, usage, matched))
         self._release(job, slot)
 
     def _fail(self, job: Job, error: OcakError) -> None:

@@ -73,8 +73,8 @@ def _message(mid: str, model: str, result: Collected) -> dict[str, Any]:
         "role": "assistant",
         "model": model,
         "content": content,
-        "stop_reason": stop_reason(result.finished.reason),
-        "stop_sequence": None,
+        "stop_reason": stop_reason(result.finished.reason, result.finished.stop_sequence),
+        "stop_sequence": result.finished.stop_sequence,
         "usage": _usage(result.finished.usage),
     }
 
@@ -137,7 +137,10 @@ async def _events(primed: Primed, mid: str, model: str) -> AsyncIterator[bytes]:
                     for frame in begin({"type": "text", "text": ""}):
                         yield frame
                 yield _event("content_block_stop", {"index": index})
-                end = {"stop_reason": stop_reason(event.reason), "stop_sequence": None}
+                end = {
+                    "stop_reason": stop_reason(event.reason, event.stop_sequence),
+                    "stop_sequence": event.stop_sequence,
+                }
                 yield _event("message_delta", {"delta": end, "usage": _usage(event.usage)})
                 yield _event("message_stop", {})
     except OcakError as exc:

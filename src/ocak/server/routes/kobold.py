@@ -91,7 +91,8 @@ async def _start(request: Request, body: KoboldGenerate) -> tuple[Running, dict[
     request_body = completion_request(body.openai(model))
     await check_context(request, model, body)
     call = await serve_events(request, request_body, "completions")
-    run = get_state(request).generations.start(body.genkey, _owner(request), call.primed)
+    generations = get_state(request).generations
+    run = generations.start(body.genkey, _owner(request), call.primed, keep_stop=not body.trim_stop)
     return run, call.headers
 
 

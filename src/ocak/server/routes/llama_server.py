@@ -66,8 +66,9 @@ class Clock:
 
 
 def _last(model: str, finished: Finished, clock: Clock, content: str) -> dict[str, Any]:
-    """The final object: llama-server's ``stop_type`` is ``limit`` at the token limit, else
-    ``eos`` (ocak does not say which stop word matched, so none is ``word``)."""
+    """The final object: llama-server's ``stop_type`` is ``limit`` at the token limit,
+    ``word`` when a stop string ended the text (``stopping_word`` says which), else ``eos``."""
+    word = finished.stop_sequence
     return {
         "content": content,
         "stop": True,
@@ -76,8 +77,8 @@ def _last(model: str, finished: Finished, clock: Clock, content: str) -> dict[st
         "tokens_predicted": finished.usage.completion_tokens,
         "tokens_evaluated": finished.usage.prompt_tokens,
         "tokens_cached": finished.usage.cached_tokens,
-        "stop_type": "limit" if finished.reason == "length" else "eos",
-        "stopping_word": "",
+        "stop_type": "limit" if finished.reason == "length" else "word" if word else "eos",
+        "stopping_word": word or "",
         "truncated": False,
         "timings": clock.timings(finished),
     }
