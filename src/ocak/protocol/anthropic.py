@@ -16,6 +16,7 @@ from typing import Annotated, Any, ClassVar, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from ocak.errors import InvalidRequest, OcakError, UnsupportedParameter
+from ocak.protocol.neutral import refuse_non_neutral
 
 MAX_STOP_SEQUENCES = 16
 TEXT_ONLY = "ocak's models read text only"
@@ -125,10 +126,7 @@ class CountTokensRequest(BaseModel):
 
     def openai(self) -> dict[str, Any]:
         """OpenAI's chat request for this body (tool blocks become tool calls and results)."""
-        extra = self.model_extra or {}
-        for name, neutral in self.NEUTRAL.items():
-            if name in extra and extra[name] not in neutral:
-                raise UnsupportedParameter(name)
+        refuse_non_neutral(self.model_extra, self.NEUTRAL)
         if self.thinking is not None and self.thinking.type != "disabled":
             raise UnsupportedParameter("thinking", "ocak's models answer without a thinking phase")
         data: dict[str, Any] = {"model": self.model, "messages": self._messages()}
@@ -253,6 +251,32 @@ def _tool_choice(choice: ToolChoice) -> dict[str, Any]:
     return out
 
 
+class OutputFormat(BaseModel):
+    """``output_config.format``: Anthropic's structured outputs (a JSON schema)."""
+
+    type: Literal["json_schema"]
+    json_schema: dict[str, Any] = Field(alias="schema")
+
+
+class OutputConfig(BaseModel):
+    """``output_config``: ``format`` is honoured with ocak's constrained decoding;
+    ``effort`` is accepted with no effect (ocak's models have no thinking phase to size)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    effort: Literal["low", "medium", "high", "xhigh", "max"] | None = None
+    format: OutputFormat | None = None
+
+    NEUTRAL: ClassVar[dict[str, tuple[Any, ...]]] = {"task_budget": (None,)}
+
+    def openai(self) -> dict[str, Any]:
+        refuse_non_neutral(self.model_extra, self.NEUTRAL, prefix="output_config.")
+        if self.format is None:
+            return {}
+        schema = {"name": "output", "schema": self.format.json_schema, "strict": True}
+        return {"response_format": {"type": "json_schema", "json_schema": schema}}
+
+
 class MessagesRequest(CountTokensRequest):
     """``POST /v1/messages``."""
 
@@ -264,6 +288,7 @@ class MessagesRequest(CountTokensRequest):
     top_k: Annotated[int, Field(ge=0)] | None = None
     metadata: Metadata | None = None
     service_tier: Literal["auto", "standard_only"] | None = None
+    output_config: OutputConfig | None = None
 
     @field_validator("stop_sequences")
     @classmethod
@@ -286,6 +311,8 @@ class MessagesRequest(CountTokensRequest):
                 data[name] = value
         if self.metadata is not None and self.metadata.user_id:
             data["user"] = self.metadata.user_id
+        if self.output_config is not None:
+            data.update(self.output_config.openai())
         return data
 
 

@@ -236,6 +236,26 @@ def test_sampling_fields_map_onto_ocaks_names() -> None:
     assert "thinking" not in data and "service_tier" not in data
 
 
+def test_output_config_format_is_a_json_schema_constraint_and_effort_has_no_effect(
+    tmp_path: Path,
+) -> None:
+    schema = {"type": "object", "properties": {"a": {"type": "integer"}}, "required": ["a"]}
+    fmt = {"type": "json_schema", "schema": schema}
+    data = MessagesRequest.model_validate(
+        body(output_config={"format": fmt, "effort": "low"})
+    ).openai()
+    assert data["response_format"]["json_schema"]["schema"] == schema
+    assert "effort" not in json.dumps(data)
+
+    async def check(app: App) -> None:
+        r = await app.http.post("/v1/messages", json=body(output_config={"format": fmt}))
+        assert r.status_code == 200, r.text
+        constraint = app.seen.last.constraint
+        assert constraint is not None and constraint.param == "response_format"
+
+    run(tmp_path, check)
+
+
 def test_a_forced_tool_call_comes_back_as_a_tool_use_block_with_an_object_input(
     tmp_path: Path,
 ) -> None:
@@ -281,8 +301,12 @@ def test_max_tokens_and_stop_sequences_end_the_answer(tmp_path: Path) -> None:
         r = await app.http.post("/v1/messages", json=body(max_tokens=2))
         assert r.json()["stop_reason"] == "max_tokens"
         assert r.json()["content"][0]["text"] == "You said:"
-        r = await app.http.post("/v1/messages", json=body(stop_sequences=["hi"]))
+        r = await app.http.post("/v1/messages", json=body(stop_sequences=["zz", "hi"]))
         assert r.json()["content"][0]["text"] == "You said: "
+        assert r.json()["stop_reason"] == "stop_sequence" and r.json()["stop_sequence"] == "hi"
+        r = await app.http.post("/v1/messages", json=body(stop_sequences=["hi"], stream=True))
+        delta = sse(r)[-2][1]
+        assert delta["delta"] == {"stop_reason": "stop_sequence", "stop_sequence": "hi"}
 
     run(tmp_path, check)
 
@@ -419,6 +443,10 @@ def test_a_failure_mid_stream_is_an_error_event(tmp_path: Path) -> None:
         ({"tools": [{"type": "web_search_20250305", "name": "web_search"}]}, "tools.[0].type"),
         ({"messages": [*HI, {"role": "assistant", "content": "{"}]}, "messages.[1]"),
         ({"mcp_servers": [{"type": "url", "url": "http://x", "name": "x"}]}, "mcp_servers"),
+        (
+            {"output_config": {"task_budget": {"type": "tokens", "total": 9}}},
+            "output_config.task_budget",
+        ),
         ({"system": [{"type": "image", "source": {}}]}, "system.[0]"),
         ({"tool_choice": {"type": "tool"}, "tools": [ADD]}, "tool_choice.name"),
         ({"tool_choice": {"type": "tool", "name": "sub"}, "tools": [ADD]}, "sub"),
