@@ -224,6 +224,30 @@ def test_pull_over_http_streams_progress_and_needs_an_administrator(
     assert len(hub.downloads(FILE)) == 1  # the player's request fetched nothing
 
 
+def test_ollamas_pull_of_an_hf_co_name_is_the_same_pull(hub: HubStub, tmp_path: Path) -> None:
+    """``ollama pull hf.co/OWNER/REPO:QUANT``'s request: NDJSON lines the ollama client
+    reads (each validated with its own ProgressResponse), then the model is in the store."""
+    import ollama
+
+    name = f"hf.co/{REPO}:Q4_1"
+
+    async def admin(c: httpx.AsyncClient) -> None:
+        r = await c.post("/api/pull", json={"model": name})
+        assert r.status_code == 200 and r.headers["content-type"] == "application/x-ndjson"
+        lines = [ollama.ProgressResponse.model_validate_json(x) for x in r.text.splitlines()]
+        assert lines[0].status == "pulling manifest" and lines[-1].status == "success"
+        files = [x for x in lines if x.digest == FILE]
+        assert files[-1].completed == files[-1].total == GGUF.stat().st_size
+        assert resolve(f"{REPO}:Q4_1", tmp_path / "models").path.stat().st_size == files[-1].total
+        r = await c.post("/api/pull", json={"model": name, "stream": False})
+        assert r.json() == {"status": "success"}  # up to date
+        r = await c.post("/api/pull", json={"model": "hf.co/test-org/nope"})
+        assert r.status_code == 404 and set(r.json()) == {"error"}  # Ollama's shape
+
+    run_app(tmp_path, admin, hf_endpoint=hub.url)
+    assert len(hub.downloads(FILE)) == 1
+
+
 def test_a_safetensors_checkpoint_is_pulled_and_converted(tmp_path: Path) -> None:
     pytest.importorskip("torch")  # the convert extra (installed by `make test`)
     from ct2_helpers import write_tiny_checkpoint

@@ -287,3 +287,10 @@ class ModelRequest(BaseModel):
                 "Invalid value for 'model': a model name is required.", param="model"
             )
         return found
+
+
+class PullRequest(ModelRequest):
+    """``POST /api/pull``: the name (``hf.co/OWNER/REPO[:QUANT]``) and whether to stream."""
+
+    stream: bool = True
+    insecure: bool | None = None  # Ollama's registry over plain HTTP; the Hub is HTTPS

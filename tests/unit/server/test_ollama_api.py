@@ -251,9 +251,11 @@ def test_bad_bodies_and_unknown_models_answer_in_ollamas_shape(tmp_path: Path) -
         assert r.status_code == 404 and "nope" in r.json()["error"]
         r = await c.post("/api/show", json={"model": "nope"})
         assert r.status_code == 404 and set(r.json()) == {"error"}
-        for path in ("/api/embed", "/api/embeddings", "/api/pull"):
+        for path in ("/api/embed", "/api/embeddings"):
             r = await c.post(path, json={"model": "fake", "input": "x"})
             assert r.status_code == 501 and set(r.json()) == {"error"}, path
+        r = await c.post("/api/pull", json={"model": "llama3.2"})  # Ollama's registry
+        assert r.status_code == 400 and "hf.co/OWNER/REPO" in r.json()["error"]
         assert "issue 19" in (await c.post("/api/embed", json={})).json()["error"]
 
     run(tmp_path, check)

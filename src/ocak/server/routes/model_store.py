@@ -2,7 +2,7 @@
 and ``/unload``, ``DELETE /v1/models/{id}``.
 
 Each changes the machine, so each needs the administrator scope. A pull runs in a
-worker thread (``models/hub.py``); with ``stream`` (the default, like Ollama's
+worker thread (``server/pulls.py``); with ``stream`` (the default, like Ollama's
 ``/api/pull``) its progress arrives as server-sent events, one JSON object each:
 ``{"status": "downloading", "file": ..., "completed": ..., "total": ...}``, then
 ``{"status": "success", "model": ...}``, or an ``{"error": ...}`` event in
@@ -12,8 +12,6 @@ of the same name finds the model, or resumes.
 
 from __future__ import annotations
 
-import asyncio
-import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -22,18 +20,18 @@ from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from ocak.errors import OcakError
-from ocak.models.hub import Hub, HubRef, Progress, parse_ref, pull
+from ocak.models.hub import parse_ref
 from ocak.models.manifest import Manifest
 from ocak.models.store import ModelStore
 from ocak.protocol.openai import ModelCard
 from ocak.server.auth import require_admin
+from ocak.server.pulls import Pull
 from ocak.server.routes.admin import ERRORS
 from ocak.server.routes.models import card
-from ocak.server.services import Services, get_state
+from ocak.server.services import get_state
 from ocak.server.streaming import SSE_HEADERS, sse, sse_error
 
 router = APIRouter(tags=["models"], dependencies=[Depends(require_admin)])
-_EVERY = 0.25  # seconds between two progress events of one file
 
 
 class PullRequest(BaseModel):
@@ -72,86 +70,30 @@ def _pulled(manifest: Manifest) -> Pulled:
     )
 
 
-def _event(p: Progress) -> dict[str, Any]:
-    event: dict[str, Any] = {"status": p.stage}
-    if p.file is not None:
-        event.update(file=p.file, completed=p.completed, total=p.total)
-    if p.detail:
-        event["detail"] = p.detail
-    return event
-
-
-async def _run_pull(
-    state: Services, ref: HubRef, queue: asyncio.Queue[Any], base: str | None
-) -> Manifest:
-    """The pull in a worker thread; its progress (throttled per file) into ``queue``."""
-    loop = asyncio.get_running_loop()
-    last: dict[str | None, float] = {}
-
-    def report(p: Progress) -> None:
-        now = time.monotonic()
-        done = p.total is not None and p.completed >= p.total
-        if p.stage == "downloading" and not done and now - last.get(p.file, 0.0) < _EVERY:
-            return
-        last[p.file] = now
-        loop.call_soon_threadsafe(queue.put_nowait, _event(p))
-
-    store = ModelStore(state.settings.model_dir)
-    hub = Hub(state.settings.hf_endpoint)
-    return await asyncio.to_thread(pull, ref, store, hub, report=report, base=base)
-
-
 @router.post("/v1/models/pull", response_model=Pulled, responses=ERRORS)
 async def pull_model(body: PullRequest, request: Request) -> Any:
     """Download a model from the Hugging Face Hub into the store (administrator)."""
-    state = get_state(request)
     ref = parse_ref(body.model, body.revision)  # 400 for a bad reference, before a stream
-    queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
-    task = asyncio.ensure_future(_run_pull(state, ref, queue, body.base))
-    state.background.add(task)  # held: the pull goes on if the client leaves
-    task.add_done_callback(state.background.discard)
+    run = Pull(get_state(request), ref, body.base)
     if not body.stream:
-        return _pulled(await asyncio.shield(task))
+        return _pulled(await run.result())
     # Until the repo is resolved, a failure (no such repo, no network) is the response's own
     # status; after that it is an error event.
-    first = [event async for event in _events(task, queue, until_resolved=True)]
-    if task.done() and task.exception() is not None:
-        raise task.exception()  # type: ignore[misc]
+    first = await run.resolved()
 
     async def frames() -> AsyncIterator[bytes]:
         for event in first:
             yield sse(event)
-        async for event in _events(task, queue):
+        async for event in run.events():
             yield sse(event)
         try:
-            manifest = task.result()
+            manifest = run.task.result()
         except OcakError as exc:
             yield sse_error(exc)
             return
         yield sse(_pulled(manifest).model_dump())
 
     return StreamingResponse(frames(), media_type="text/event-stream", headers=SSE_HEADERS)
-
-
-async def _events(
-    task: asyncio.Future[Manifest],
-    queue: asyncio.Queue[dict[str, Any]],
-    until_resolved: bool = False,
-) -> AsyncIterator[dict[str, Any]]:
-    """Progress events as they come, until the pull ends (or, with ``until_resolved``,
-    until the first event past resolving); the final success is left to the caller."""
-    while not task.done() or not queue.empty():
-        getter: asyncio.Future[Any] = asyncio.ensure_future(queue.get())
-        waiting: set[asyncio.Future[Any]] = {getter, task}
-        await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
-        if not getter.done():
-            getter.cancel()
-            continue
-        event = getter.result()
-        if event["status"] != "success":
-            yield event
-        if until_resolved and event["status"] != "resolving":
-            return
 
 
 class Unloaded(BaseModel):

@@ -21,7 +21,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 
 from ocak.config import parse_keep_alive
@@ -30,12 +30,14 @@ from ocak.engines.stream import Collected, CollectedCall, Primed, collect
 from ocak.errors import InvalidRequest, ModelNotFound, OcakError
 from ocak.gateway.router import Alias, LocalTarget
 from ocak.models.describe import describe
+from ocak.models.hub import parse_ref
 from ocak.models.store import ModelSpec, ModelStore
 from ocak.protocol.generation import Finished, TextDelta, ToolCallDelta
-from ocak.protocol.ollama import ChatRequest, GenerateRequest, ModelRequest
+from ocak.protocol.ollama import ChatRequest, GenerateRequest, ModelRequest, PullRequest
 from ocak.providers.base import LOCALITY
-from ocak.server.auth import get_key
+from ocak.server.auth import get_key, require_admin
 from ocak.server.native import NativeCall, chat_request, completion_request, serve_events
+from ocak.server.pulls import Pull
 from ocak.server.services import Services, get_state
 from ocak.server.streaming import unless_disconnected
 from ocak.server.tracking import get_record
@@ -404,10 +406,51 @@ async def embed() -> None:
     raise NotServedYet("Embeddings are not served by ocak yet (they come with issue 19).")
 
 
-@router.post("/api/pull")
-async def pull_not_here() -> None:
-    """Ollama's registry names do not map onto ocak's store: say how ocak pulls."""
-    raise NotServedYet(
-        "ocak pulls models from the Hugging Face Hub, not Ollama's registry: run "
-        "`ocak models pull OWNER/REPO[:QUANT]` or POST /v1/models/pull (administrator)."
-    )
+def _pull_line(event: dict[str, Any]) -> dict[str, Any]:
+    """One of ocak's pull events in Ollama's words (the file name stands for the digest)."""
+    if event["status"] == "resolving":
+        return {"status": "pulling manifest"}
+    if event["status"] == "verifying":
+        return {"status": "verifying sha256 digest"}
+    if event["status"] == "downloading":
+        file = event["file"]
+        return {
+            "status": f"pulling {file}",
+            "digest": file,
+            "total": event["total"],
+            "completed": event["completed"],
+        }
+    return {"status": event.get("detail") or event["status"]}
+
+
+@router.post("/api/pull", dependencies=[Depends(require_admin)])
+async def pull(body: PullRequest, request: Request) -> Response:
+    """Pull ``hf.co/OWNER/REPO[:QUANT]`` from the Hugging Face Hub into the store, as Ollama
+    pulls such names (administrator); progress as NDJSON lines unless ``stream`` is false."""
+    name = body.id
+    if "/" not in name:
+        raise InvalidRequest(
+            f"'{name}' is a name in Ollama's registry, which ocak does not pull from; pull a "
+            "GGUF repository from the Hugging Face Hub as hf.co/OWNER/REPO[:QUANT].",
+            param="model",
+        )
+    run = Pull(get_state(request), parse_ref(name))
+    if not body.stream:
+        await run.result()
+        return JSONResponse({"status": "success"})
+    first = await run.resolved()
+
+    async def lines() -> AsyncIterator[bytes]:
+        for event in first:
+            yield _line(_pull_line(event))
+        async for event in run.events():
+            yield _line(_pull_line(event))
+        try:
+            run.task.result()
+        except OcakError as exc:
+            yield _line({"error": exc.message})
+            return
+        yield _line({"status": "writing manifest"})
+        yield _line({"status": "success"})
+
+    return StreamingResponse(lines(), media_type=NDJSON)
