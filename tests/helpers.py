@@ -11,8 +11,20 @@ import sys
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import httpx
+
+# A tool every API's tests call: its arguments have a schema the answer must satisfy.
+ADD_PARAMETERS: Any = {
+    "type": "object",
+    "properties": {"a": {"type": "integer"}, "b": {"type": "integer"}},
+    "required": ["a", "b"],
+}
+ADD_TOOL: Any = {
+    "type": "function",
+    "function": {"name": "add", "description": "Add two integers.", "parameters": ADD_PARAMETERS},
+}
 
 
 def free_port() -> int:

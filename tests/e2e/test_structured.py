@@ -11,7 +11,7 @@ import jsonschema
 import openai
 import pytest
 
-from helpers import ServerProcess
+from helpers import ADD_TOOL, ServerProcess
 
 # Non-trivial (nesting, enum, bounds, pattern, array, optional keys) yet short to write.
 PERSON = {
@@ -52,18 +52,7 @@ WEATHER = {
         },
     },
 }
-ADD = {
-    "type": "function",
-    "function": {
-        "name": "add",
-        "description": "Add two integers.",
-        "parameters": {
-            "type": "object",
-            "properties": {"a": {"type": "integer"}, "b": {"type": "integer"}},
-            "required": ["a", "b"],
-        },
-    },
-}
+ADD = ADD_TOOL
 TOOLS = [WEATHER, ADD]
 SCHEMAS = {t["function"]["name"]: t["function"]["parameters"] for t in TOOLS}
 ASK = [{"role": "user", "content": "What is the weather like in Istanbul today?"}]

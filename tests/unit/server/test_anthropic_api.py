@@ -20,26 +20,15 @@ import httpx
 import httpx2  # the anthropic SDK's own HTTP package
 import pytest
 
-from ocak.config import Settings
+from app_helpers import served
+from helpers import ADD_PARAMETERS
 from ocak.engines.fake import FakeEngine, echo
-from ocak.engines.registry import EngineRegistry
 from ocak.errors import Unavailable
 from ocak.protocol.anthropic import MessagesRequest
 from ocak.protocol.generation import GenerationEvent, GenerationRequest, TextDelta
-from ocak.server.app import create_app
-from ocak.store.db import open_database
-from ocak.store.keys import create_key
 
 CALL = '<tool_call>{"name": "add", "arguments": {"a": 1, "b": 2}}</tool_call>'
-ADD: Any = {
-    "name": "add",
-    "description": "Add two integers.",
-    "input_schema": {
-        "type": "object",
-        "properties": {"a": {"type": "integer"}, "b": {"type": "integer"}},
-        "required": ["a", "b"],
-    },
-}
+ADD: Any = {"name": "add", "description": "Add two integers.", "input_schema": ADD_PARAMETERS}
 HI: Any = [{"role": "user", "content": "hi there"}]
 
 
@@ -83,27 +72,18 @@ def run(tmp_path: Path, check: Check, *, key: bool = False) -> None:
     async def main() -> None:
         seen = Seen()
         engines = [FakeEngine("fake", script=seen, context_length=4096), BreaksMidway("broken")]
-        db = open_database(tmp_path / "ocak.db")
-        token = create_key(db, "k")[0] if key else "none"
-        app = create_app(Settings(data_dir=tmp_path), EngineRegistry(engines), db=db)
-        async with app.router.lifespan_context(app):
-            while not app.state.ocak.engines.ready:
-                await asyncio.sleep(0.01)
-            transport = httpx.ASGITransport(app=app)
-            headers = {"x-api-key": token, "anthropic-version": "2023-06-01"}
-            async with (
-                httpx.AsyncClient(
-                    transport=transport, base_url="http://127.0.0.1", headers=headers
-                ) as http,
-                httpx2.AsyncClient(
-                    transport=httpx2.ASGITransport(app=app), base_url="http://127.0.0.1"
-                ) as raw,
-            ):
+        async with served(tmp_path, engines, key=key) as s:
+            token = s.token or "none"
+            http = s.client  # the key as the SDK sends it: x-api-key, not a bearer token
+            http.headers.pop("Authorization", None)
+            http.headers.update({"x-api-key": token, "anthropic-version": "2023-06-01"})
+            async with httpx2.AsyncClient(
+                transport=httpx2.ASGITransport(app=s.app), base_url="http://127.0.0.1"
+            ) as raw:
                 sdk = anthropic.AsyncAnthropic(
                     base_url="http://127.0.0.1", api_key=token, http_client=raw, max_retries=0
                 )
                 await check(App(http, seen, sdk))
-        db.close()
 
     asyncio.run(main())
 

@@ -17,13 +17,9 @@ from typing import Any
 
 import httpx
 
-from ocak.config import Settings
+from app_helpers import served
 from ocak.engines.fake import FakeEngine, echo
-from ocak.engines.registry import EngineRegistry
 from ocak.protocol.generation import GenerationRequest
-from ocak.server.app import create_app
-from ocak.store.db import open_database
-from ocak.store.keys import create_key
 
 LONG = " ".join(f"w{i}" for i in range(400))
 
@@ -51,21 +47,8 @@ def run(tmp_path: Path, check: Check, *, key: bool = False, delay: float = 0.0) 
     async def main() -> None:
         seen = Seen()
         engine = FakeEngine("fake", script=seen, context_length=4096, delay=delay)
-        db = open_database(tmp_path / "ocak.db")
-        headers = {}
-        if key:
-            token, _ = create_key(db, "k")
-            headers = {"Authorization": f"Bearer {token}"}
-        app = create_app(Settings(data_dir=tmp_path), EngineRegistry([engine]), db=db)
-        async with app.router.lifespan_context(app):
-            while not app.state.ocak.engines.ready:
-                await asyncio.sleep(0.01)
-            transport = httpx.ASGITransport(app=app)
-            async with httpx.AsyncClient(
-                transport=transport, base_url="http://127.0.0.1", headers=headers
-            ) as c:
-                await check(c, seen, engine)
-        db.close()
+        async with served(tmp_path, [engine], key=key) as s:
+            await check(s.client, seen, engine)
 
     asyncio.run(main())
 

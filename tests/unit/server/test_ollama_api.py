@@ -17,27 +17,13 @@ from typing import Any
 import httpx
 import pytest
 
-from ocak.config import Settings
+from app_helpers import served
+from helpers import ADD_TOOL
 from ocak.engines.fake import FakeEngine, echo
-from ocak.engines.registry import EngineRegistry
 from ocak.protocol.generation import GenerationRequest
-from ocak.server.app import create_app
-from ocak.store.db import open_database
-from ocak.store.keys import create_key
 
 CALL = '<tool_call>{"name": "add", "arguments": {"a": 1, "b": 2}}</tool_call>'
-ADD = {
-    "type": "function",
-    "function": {
-        "name": "add",
-        "description": "Add two integers.",
-        "parameters": {
-            "type": "object",
-            "properties": {"a": {"type": "integer"}, "b": {"type": "integer"}},
-            "required": ["a", "b"],
-        },
-    },
-}
+ADD = ADD_TOOL
 HI = [{"role": "user", "content": "hi there"}]
 
 
@@ -71,21 +57,8 @@ def run(tmp_path: Path, check: Check, *, key: bool = False) -> None:
     async def main() -> None:
         seen = Seen()
         engine = FakeEngine("fake", script=seen, context_length=4096)
-        db = open_database(tmp_path / "ocak.db")
-        headers = {}
-        if key:
-            token, _ = create_key(db, "k")
-            headers = {"Authorization": f"Bearer {token}"}
-        app = create_app(Settings(data_dir=tmp_path), EngineRegistry([engine]), db=db)
-        async with app.router.lifespan_context(app):
-            while not app.state.ocak.engines.ready:
-                await asyncio.sleep(0.01)
-            transport = httpx.ASGITransport(app=app)
-            async with httpx.AsyncClient(
-                transport=transport, base_url="http://127.0.0.1", headers=headers
-            ) as c:
-                await check(c, seen, engine)
-        db.close()
+        async with served(tmp_path, [engine], key=key) as s:
+            await check(s.client, seen, engine)
 
     asyncio.run(main())
 
