@@ -51,7 +51,6 @@ from ocak.serving.context import CallContext
 
 Send = Callable[[dict[str, Any]], Awaitable[None]]
 Track = Callable[[AsyncGenerator[TurnEvent, None], CallContext], AsyncGenerator[TurnEvent, None]]
-STT_MODEL = "whisper-1"
 
 
 @dataclass(frozen=True, slots=True)
@@ -236,7 +235,7 @@ class Conversation:
             if recording is not None:
                 if self.keep is not None:
                     self.keep(recording)
-                text = await hear(self.audio, ctx, recording, model=STT_MODEL, language=None)
+                text = await hear(self.audio, ctx, recording)
                 await self.send({"type": "transcript", "text": text})
             assert text is not None
             if self._carry:

@@ -45,7 +45,7 @@ from ocak.engines.speech.codec import Encoder
 from ocak.engines.speech.tts import PiperVoice
 from ocak.engines.speech.visemes import visemes, words
 from ocak.errors import InvalidRequest
-from ocak.serving.audio import TTS_MODEL, AudioServing
+from ocak.serving.audio import TTS_MODEL, AudioServing, Relayed
 from ocak.serving.context import CallContext
 
 if TYPE_CHECKING:
@@ -298,18 +298,26 @@ def speakers(
     return choose
 
 
+# A session's recordings are heard by this model: the local Whisper, or what an alias routes.
+STT_MODEL = "whisper-1"
+
+
 async def hear(
-    audio: AudioServing, ctx: CallContext, data: bytes, *, model: str, language: str | None
+    audio: AudioServing, ctx: CallContext, data: bytes, *, language: str | None = None
 ) -> str:
     """The player's recording as a line of text (through the audio serving entry, so a
     local-only key's recording stays on this machine). Nothing heard is a 400."""
     heard = await audio.transcribe(
-        ctx, model=model, data=data, language=language, prompt=None, words=False, temperature=0.0
+        ctx,
+        model=STT_MODEL,
+        data=data,
+        language=language,
+        prompt=None,
+        words=False,
+        temperature=0.0,
     )
-    text = getattr(heard, "text", None)
-    if not isinstance(text, str):  # a hosted upstream's own JSON answer, relayed
-        text = _relayed_text(getattr(heard, "raw", b""))
-    text = text.strip()
+    # A hosted upstream's answer is relayed as it wrote it (JSON, the format asked for).
+    text = (_relayed_text(heard.raw) if isinstance(heard, Relayed) else heard.text).strip()
     if not text:
         raise InvalidRequest(
             "No speech was heard in the recording.", param="audio", code="no_speech"

@@ -157,6 +157,12 @@ class CountTokensRequest(BaseModel):
         return out
 
 
+def _misplaced(kind: str, at: str, turn: str) -> InvalidRequest:
+    return InvalidRequest(
+        f"Invalid value for '{at}.type': {kind} blocks belong in {turn}.", param=f"{at}.type"
+    )
+
+
 def _assistant(blocks: list[Block], param: str, names: dict[str, str]) -> dict[str, Any]:
     """An assistant turn: its text, and its ``tool_use`` blocks as OpenAI tool calls."""
     texts: list[str] = []
@@ -176,10 +182,7 @@ def _assistant(blocks: list[Block], param: str, names: dict[str, str]) -> dict[s
         elif b.type in ("thinking", "redacted_thinking"):
             continue  # a thinking model's reasoning in history: not sent on
         elif b.type == "tool_result":
-            raise InvalidRequest(
-                f"Invalid value for '{at}.type': tool_result blocks belong in a user turn.",
-                param=f"{at}.type",
-            )
+            raise _misplaced("tool_result", at, "a user turn")
         else:
             raise _refuse_block(b.type, at)
     item: dict[str, Any] = {"role": "assistant", "content": "".join(texts)}
@@ -216,10 +219,7 @@ def _user(blocks: list[Block], param: str, names: dict[str, str]) -> list[dict[s
                 item["name"] = names[cid]
             out.append(item)
         elif b.type == "tool_use":
-            raise InvalidRequest(
-                f"Invalid value for '{at}.type': tool_use blocks belong in an assistant turn.",
-                param=f"{at}.type",
-            )
+            raise _misplaced("tool_use", at, "an assistant turn")
         else:
             raise _refuse_block(b.type, at)
     flush()

@@ -55,7 +55,6 @@ from ocak.server.streaming import SSE_HEADERS, unless_disconnected
 from ocak.server.tracking import get_record
 
 router = APIRouter(tags=["characters"])
-STT_MODEL = "whisper-1"  # a session's recordings: the local Whisper, or what an alias routes
 
 ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"model": ErrorResponse} for code in (400, 401, 403, 404, 413, 429, 500, 502, 503)
@@ -194,7 +193,7 @@ async def post_message(session_id: str, body: MessageIn, request: Request) -> An
     if body.audio is not None:
         data = _base64(body.audio.data, "audio.data")
         recordings(request).keep(session_id, data, suffix=".audio")
-        text = await hear(state.audio, ctx, data, model=STT_MODEL, language=body.audio.language)
+        text = await hear(state.audio, ctx, data, language=body.audio.language)
         spoken = True
 
     def authorize(model: str) -> None:
