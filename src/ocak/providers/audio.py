@@ -120,11 +120,8 @@ async def speech(
                     raise UpstreamBroken(f"provider '{up.name}' sent no audio") from None
     except TRANSPORT_ERRORS as exc:
         _close(response)
-        if isinstance(exc, TimeoutError) and not isinstance(exc, aiohttp.ClientError):
-            raise UpstreamTimeout(
-                f"provider '{up.name}' sent no audio within {min(t.first_token, t.total):g}s"
-            ) from None
-        raise from_transport(up.name, exc, up.secrets) from None
+        missed = f"sent no audio within {min(t.first_token, t.total):g}s"
+        raise from_transport(up.name, exc, up.secrets, missed=missed) from None
     except BaseException:
         _close(response)
         raise
@@ -166,11 +163,8 @@ async def transcription(
             raw = up.secrets.scrub_bytes(await response.read())
             media = response.headers.get("content-type", "application/json")
     except TRANSPORT_ERRORS as exc:
-        if isinstance(exc, TimeoutError) and not isinstance(exc, aiohttp.ClientError):
-            raise UpstreamTimeout(
-                f"provider '{up.name}' sent no transcript within {timeouts.total:g}s"
-            ) from None
-        raise from_transport(up.name, exc, up.secrets) from None
+        missed = f"sent no transcript within {timeouts.total:g}s"
+        raise from_transport(up.name, exc, up.secrets, missed=missed) from None
     finally:
         _close(response)
     return UpstreamFile(raw, media, locality)

@@ -185,8 +185,13 @@ def from_status(
     return err
 
 
-def from_transport(provider: str, exc: Exception, secrets: Secrets) -> OcakError:
-    """A transport failure talking to ``provider`` (aiohttp's errors, OS errors)."""
+def from_transport(
+    provider: str, exc: Exception, secrets: Secrets, *, missed: str = ""
+) -> OcakError:
+    """A transport failure talking to ``provider`` (aiohttp's errors, OS errors). ``missed``
+    says what the caller's own deadline (``asyncio.timeout``, not aiohttp's) waited for."""
+    if missed and isinstance(exc, TimeoutError) and not isinstance(exc, aiohttp.ClientError):
+        return UpstreamTimeout(f"provider '{provider}' {missed}")
     detail = secrets.scrub(str(exc) or type(exc).__name__)
     if isinstance(exc, TimeoutError):  # aiohttp's connect and read timeouts are TimeoutErrors
         phase = (

@@ -125,13 +125,10 @@ class OpenAICompatible(Provider):
                     ) from None
         except TRANSPORT_ERRORS as exc:  # asyncio's timeout is an OSError too
             _close(response)
-            if isinstance(exc, TimeoutError) and not isinstance(exc, aiohttp.ClientError):
-                phase = "first chunk" if call.stream else "answer"
-                limit = min(t.first_token, t.total) if call.stream else t.total
-                raise UpstreamTimeout(
-                    f"provider '{self.name}' sent no {phase} within {limit:g}s"
-                ) from None
-            raise from_transport(self.name, exc, self.secrets) from None
+            phase = "first chunk" if call.stream else "answer"
+            limit = min(t.first_token, t.total) if call.stream else t.total
+            missed = f"sent no {phase} within {limit:g}s"
+            raise from_transport(self.name, exc, self.secrets, missed=missed) from None
         except BaseException:
             _close(response)
             raise

@@ -209,9 +209,8 @@ class Replicate(Provider):
                 prediction = await self._wait(prediction, call)
         except TRANSPORT_ERRORS as exc:  # asyncio's timeout is an OSError too
             await self._cancel(prediction)
-            if isinstance(exc, TimeoutError) and not isinstance(exc, aiohttp.ClientError):
-                raise UpstreamTimeout(f"provider '{self.name}' did not answer in time") from None
-            raise from_transport(self.name, exc, self.secrets) from None
+            missed = "did not answer in time"
+            raise from_transport(self.name, exc, self.secrets, missed=missed) from None
         except BaseException:
             await self._cancel(prediction)
             raise

@@ -10,6 +10,7 @@ from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 from typing import Any
 
+import aiohttp
 import httpx
 import pytest
 
@@ -28,6 +29,7 @@ from ocak.providers.errors import (
     UpstreamTimeout,
     UpstreamUnreachable,
     from_status,
+    from_transport,
     retry_after,
 )
 from ocak.providers.openai_compat import OpenAICompatible, translate
@@ -259,3 +261,14 @@ def test_proxies_come_from_the_environment_but_never_for_loopback(
     assert provider("https://api.internal").proxy is None  # NO_PROXY
     assert provider("http://127.0.0.1:9", preset="ocak").proxy is None  # loopback: never
     assert provider("http://localhost:9", preset="ollama").proxy is None
+
+
+def test_a_missed_deadline_of_ours_says_what_it_waited_for_and_aiohttps_says_its_phase() -> None:
+    ours = from_transport("groq", TimeoutError(), Secrets(), missed="sent no audio within 5s")
+    assert isinstance(ours, UpstreamTimeout)
+    assert ours.message == "provider 'groq' sent no audio within 5s"
+    theirs = from_transport(
+        "groq", aiohttp.ConnectionTimeoutError(), Secrets(), missed="sent no audio within 5s"
+    )
+    assert isinstance(theirs, UpstreamTimeout)
+    assert theirs.message == "timed out connecting to provider 'groq'"
