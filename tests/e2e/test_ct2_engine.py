@@ -70,6 +70,11 @@ def test_refusals_and_context_errors_come_before_any_text(ct2_model: Path) -> No
             (GenerationRequest(model="m", prompt="x", presence_penalty=1.0), "presence_penalty"),
             (GenerationRequest(model="m", prompt="x", frequency_penalty=-1.0), "frequency_penalty"),
             (GenerationRequest(model="m", prompt="x", constraint=Constraint()), "response_format"),
+            (GenerationRequest(model="m", prompt="x", min_p=0.05), "min_p"),
+            (
+                GenerationRequest(model="m", prompt="x", repeat_penalty=1.1, repeat_last_n=16),
+                "repeat_last_n",
+            ),
         ]:
             with pytest.raises(UnsupportedParameter) as info:
                 await anext(engine.generate(request))

@@ -103,6 +103,27 @@ def test_a_tool_call_comes_back_with_object_arguments(keyed: Keyed) -> None:
     assert isinstance(calls[0].function.arguments["city"], str)
 
 
+def test_format_as_a_json_schema_gives_valid_json_within_num_predict(keyed: Keyed) -> None:
+    """``format`` with a schema whose string is unbounded: at temperature 1 and a small
+    num_predict, every answer is still whole JSON valid against it (closed in time)."""
+    schema = {
+        "type": "object",
+        "properties": {"name": {"type": "string"}, "age": {"type": "integer"}},
+        "required": ["name", "age"],
+    }
+    client = keyed.client()
+    for seed in range(3):
+        reply = client.chat(
+            model="default",
+            messages=[{"role": "user", "content": "Describe a person as JSON."}],
+            format=schema,
+            options={"num_predict": 24, "temperature": 1, "seed": seed},
+        )
+        answer = json.loads(reply.message.content or "")
+        assert isinstance(answer["name"], str) and isinstance(answer["age"], int), answer
+        assert reply.eval_count is not None and reply.eval_count <= 24
+
+
 def test_langchain_chat_ollama_invoke_stream_and_tools(keyed: Keyed) -> None:
     llm = ChatOllama(
         base_url=keyed.server.url,
