@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from typing import Any, TypeVar
 
-from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ValidationError
 
 from ocak.engines.base import Engine
@@ -39,7 +38,7 @@ def _validate(model: type[M], data: dict[str, Any]) -> M:
     try:
         return model.model_validate(data)
     except ValidationError as exc:
-        raise validation_error(RequestValidationError(exc.errors())) from None
+        raise validation_error(exc) from None
 
 
 def _sampling(request: pb.GenerateRequest | pb.ChatRequest) -> dict[str, Any]:

@@ -9,6 +9,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
+from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ocak.errors import InvalidRequest, OcakError
@@ -39,7 +40,11 @@ def param_path(loc: tuple[Any, ...] | list[Any]) -> str | None:
     return out or None
 
 
-def validation_error(exc: RequestValidationError) -> InvalidRequest:
+def validation_error(
+    exc: RequestValidationError | ValidationError, param_prefix: str = ""
+) -> InvalidRequest:
+    """A body that does not validate, as a 400 naming its first bad field (``param_prefix``
+    spells a translated body's field the way the client's own API does)."""
     errors = exc.errors()
     first: dict[str, Any] = dict(errors[0]) if errors else {"loc": (), "msg": "invalid request"}
     if first.get("type") == "json_invalid":
@@ -51,8 +56,8 @@ def validation_error(exc: RequestValidationError) -> InvalidRequest:
     # pydantic adds the union member's type name to the location; drop it.
     loc = tuple(p for p in loc if not (isinstance(p, str) and ("[" in p or p in _TYPE_NAMES)))
     param = param_path(loc)
-    if param is None and first.get("type") == "missing":
-        param = None
+    if param is not None:
+        param = param_prefix + param
     msg = str(first.get("msg", "invalid value"))
     if param is None:
         text = f"Invalid request body: {msg}."

@@ -18,12 +18,12 @@ from starlette.requests import Request
 
 from ocak.engines.base import Engine
 from ocak.engines.stream import Primed
-from ocak.errors import InvalidRequest, ModelNotFound
+from ocak.errors import ModelNotFound
 from ocak.gateway.router import Alias, LocalTarget
 from ocak.protocol.openai import ChatCompletionRequest, CompletionRequest
 from ocak.providers.base import Endpoint
 from ocak.server.auth import get_key
-from ocak.server.errors import param_path
+from ocak.server.errors import validation_error
 from ocak.server.proxy import http_context, served_headers
 from ocak.server.services import Services, get_state
 from ocak.server.tracking import get_record
@@ -55,15 +55,7 @@ def _validated(kind: type[R], data: dict[str, Any], param_prefix: str) -> R:
     try:
         return kind.model_validate(data)
     except ValidationError as exc:
-        first = exc.errors()[0]
-        param = param_path(tuple(first.get("loc", ())))
-        name = f"{param_prefix}{param}" if param else None
-        raise InvalidRequest(
-            f"Invalid value for '{name}': {first.get('msg', 'invalid value')}."
-            if name
-            else f"Invalid request body: {first.get('msg', 'invalid value')}.",
-            param=name,
-        ) from None
+        raise validation_error(exc, param_prefix) from None
 
 
 async def serve_events(
