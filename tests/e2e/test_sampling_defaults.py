@@ -68,15 +68,16 @@ def test_server_default_applies_only_where_the_client_set_nothing(oc: openai.Ope
 def test_repeat_penalty_makes_greedy_text_repeat_less(oc: openai.OpenAI) -> None:
     ask = [{"role": "user", "content": "Write the word dog forty times."}]
 
-    def words(**extra: Any) -> list[str]:
+    def text(**extra: Any) -> str:
         r = oc.chat.completions.create(
             model="default", messages=ask, max_tokens=60, temperature=0, extra_body=extra
         )
-        return (r.choices[0].message.content or "").lower().split()
+        return (r.choices[0].message.content or "").lower()
 
-    plain, penalized = words(), words(repeat_penalty=1.8, repeat_last_n=-1)
-    share = lambda ws: len(set(ws)) / max(len(ws), 1)  # noqa: E731
-    assert share(penalized) > share(plain)
+    # Counted in the text, not in words: greedy output may run the dogs together
+    # ("dog-fed-dog-fed-...", seen on an AVX-512 machine) where another CPU spaces them.
+    plain, penalized = text(), text(repeat_penalty=1.8, repeat_last_n=-1)
+    assert penalized.count("dog") < plain.count("dog"), (plain, penalized)
 
 
 def test_bad_sampler_values_are_a_400_naming_the_field(oc: openai.OpenAI) -> None:
