@@ -258,7 +258,7 @@ def test_barge_in_stops_the_answer_and_keeps_what_was_heard(
     assert http.post("/v1/characters", json=TELLER).status_code == 201
     r = http.post("/v1/sessions", json={"player_id": "p", "characters": ["teller"], "greet": False})
     sid = r.json()["id"]
-    cut_in = line16k(http, "Wait, stop!") + b"\0\0" * 16000
+    cut_in = line16k(http, "Wait, stop!")
     seen: list[dict[str, Any]] = []
     with connect(ws_url(http, sid), max_size=2**24) as ws:
         assert json.loads(ws.recv())["type"] == "ready"
@@ -269,7 +269,10 @@ def test_barge_in_stops_the_answer_and_keeps_what_was_heard(
         ws.send(cut_in)
         interrupted = receive_until(ws, "interrupted", seen)
         assert not any(m["type"] == "done" for m in seen)  # the answer never completed
+        # The player is still speaking (no silence sent yet), so no new turn has begun: the
+        # engine has stopped the answer's generation.
         assert wait_until(lambda: active(server_of) == 0 or generating == 0, timeout=5)
+        ws.send(b"\0\0" * 16000)  # then the player falls silent and the line ends
         heard = words(interrupted["heard"])
         assert heard and heard == words(first["text"])[: len(heard)], (heard, first["text"])
         # the player's cut-in is the next line, answered in turn
