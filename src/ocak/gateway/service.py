@@ -61,8 +61,9 @@ def build_gateway(
     speech: Collection[str] = (),
 ) -> Gateway:
     """The gateway for these settings; ``ConfigError`` (with the field and line) when a
-    reference points at nothing. ``speech``: the local speech models (``piper``,
-    ``whisper-tiny.en``), which an alias of the audio API may name as local targets."""
+    reference points at nothing. ``speech``: the local speech and embedding models
+    (``piper``, ``whisper-tiny.en``, ``all-minilm-l6-v2``), which an alias of the audio or
+    embeddings API may name as local targets."""
     env = os.environ if environ is None else environ
     routing = settings.routing
     secrets = Secrets()

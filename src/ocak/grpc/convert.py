@@ -19,6 +19,7 @@ from ocak.protocol.generation import FinishReason, Usage
 from ocak.protocol.openai import ChatCompletionRequest, CompletionRequest
 from ocak.server.errors import validation_error
 from ocak.serving.audio import SpeechModel
+from ocak.serving.embeddings import EmbeddingModel
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -82,14 +83,14 @@ def finish_reason(reason: FinishReason) -> pb.FinishReason.ValueType:
     return FINISH_REASONS.get(reason, pb.FINISH_REASON_UNSPECIFIED)
 
 
-def model(found: Engine | Alias | AdapterFile | SpeechModel) -> pb.Model:
+def model(found: Engine | Alias | AdapterFile | SpeechModel | EmbeddingModel) -> pb.Model:
     """A local engine; an alias (engine ``alias``, state ``ready``: its targets are routed);
     a LoRA adapter (state ``adapter``); a speech model (loaded on first use: ``ready``)."""
     if isinstance(found, Alias):
         return pb.Model(id=found.name, engine="alias", state="ready")
     if isinstance(found, AdapterFile):
         return pb.Model(id=found.name, engine="llama.cpp", state="adapter")
-    if isinstance(found, SpeechModel):
+    if isinstance(found, SpeechModel | EmbeddingModel):
         return pb.Model(id=found.id, engine=found.engine, state="ready")
     engine = found
     info = engine.info()

@@ -79,12 +79,14 @@ class OcakServicer:
     async def ListModels(
         self, request: pb.ListModelsRequest, context: Context
     ) -> pb.ListModelsResponse:
-        """What HTTP's ``GET /v1/models`` lists: aliases, engines, adapters and speech models,
-        only a key's own."""
+        """What HTTP's ``GET /v1/models`` lists: aliases, engines, adapters, speech and
+        embedding models, only a key's own."""
         async with self._call(context, "ListModels", None, stream=False) as call:
             found = self.state.serving.models(call.key)
             speech = self.state.audio.models(call.key)
-            return pb.ListModelsResponse(models=[convert.model(m) for m in [*found, *speech]])
+            embedders = self.state.embeddings.models(call.key)
+            listed = [*found, *speech, *embedders]
+            return pb.ListModelsResponse(models=[convert.model(m) for m in listed])
 
     # -- shared machinery -------------------------------------------------------
 

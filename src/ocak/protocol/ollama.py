@@ -294,3 +294,37 @@ class PullRequest(ModelRequest):
 
     stream: bool = True
     insecure: bool | None = None  # Ollama's registry over plain HTTP; the Hub is HTTPS
+
+
+class EmbedRequest(BaseModel):
+    """``POST /api/embed``: a text or a list of texts."""
+
+    model_config = ConfigDict(extra="allow")
+
+    model: str = Field(min_length=1)
+    input: str | list[str]
+    truncate: bool = True  # Ollama's default: cut a text to the model's window
+    dimensions: Annotated[int, Field(ge=1)] | None = None
+    keep_alive: str | int | float | None = None  # the embedder stays loaded: accepted
+
+    def inputs(self) -> list[str]:
+        found = [self.input] if isinstance(self.input, str) else list(self.input)
+        if not found:
+            raise InvalidRequest("input must hold at least one text.", param="input")
+        return found
+
+    def openai(self) -> dict[str, Any]:
+        """OpenAI's body for an alias's hosted target."""
+        out: dict[str, Any] = {"input": self.input, "encoding_format": "float"}
+        if self.dimensions is not None:
+            out["dimensions"] = self.dimensions
+        return out
+
+
+class LegacyEmbedRequest(BaseModel):
+    """``POST /api/embeddings`` (Ollama's older route): one ``prompt``."""
+
+    model_config = ConfigDict(extra="allow")
+
+    model: str = Field(min_length=1)
+    prompt: str = Field(min_length=1)

@@ -78,7 +78,7 @@ class UpstreamFile:
     locality: Locality
 
 
-def _compatible(provider: Provider, what: str) -> OpenAICompatible:
+def compatible(provider: Provider, what: str) -> OpenAICompatible:
     if not isinstance(provider, OpenAICompatible):
         raise TargetCannot(f"provider '{provider.name}' has no {what} API (OpenAI-compatible only)")
     return provider
@@ -93,7 +93,7 @@ async def speech(
 ) -> UpstreamAudio:
     """POST ``payload`` (OpenAI's speech body) to the upstream's ``/audio/speech``; the
     audio streams back as it arrives."""
-    up = _compatible(provider, "speech")
+    up = compatible(provider, "speech")
     body = json.dumps({**payload, "model": model}, ensure_ascii=False).encode()
     t = timeouts
     loop = asyncio.get_running_loop()
@@ -109,7 +109,7 @@ async def speech(
                 allow_redirects=False,
                 proxy=up.proxy,
             )
-            await _check(up, response)
+            await check_status(up, response)
             locality = up.answered_locality(response, local_only)
             rest = _bytes(up, response, deadline)
             first = b""
@@ -139,7 +139,7 @@ async def transcription(
 ) -> UpstreamFile:
     """POST the upload and the form ``fields`` to the upstream's ``/audio/transcriptions``;
     the whole answer comes back as the upstream wrote it."""
-    up = _compatible(provider, "transcription")
+    up = compatible(provider, "transcription")
     form = aiohttp.FormData()
     form.add_field("file", upload.data, filename=upload.filename, content_type=upload.content_type)
     form.add_field("model", model)
@@ -158,7 +158,7 @@ async def transcription(
                 allow_redirects=False,
                 proxy=up.proxy,
             )
-            await _check(up, response)
+            await check_status(up, response)
             locality = up.answered_locality(response, local_only)
             raw = up.secrets.scrub_bytes(await response.read())
             media = response.headers.get("content-type", "application/json")
@@ -170,7 +170,7 @@ async def transcription(
     return UpstreamFile(raw, media, locality)
 
 
-async def _check(up: OpenAICompatible, response: aiohttp.ClientResponse) -> None:
+async def check_status(up: OpenAICompatible, response: aiohttp.ClientResponse) -> None:
     if response.status >= 300:
         body = await response.read()
         raise from_status(up.name, response.status, body, response.headers, up.secrets)

@@ -47,6 +47,12 @@ def served_headers(served: Served[Any]) -> dict[str, str]:
     return {BACKEND: served.target.name, LOCALITY: served.locality}
 
 
+def record_headers(record: RequestRecord) -> dict[str, str]:
+    """Which target served and where it ran, from the request's record (the audio and
+    embedding answers, which have no ``Served``)."""
+    return {BACKEND: record.backend or "", LOCALITY: record.locality or "local"}
+
+
 def _count(record: RequestRecord, usage: Any) -> None:
     if isinstance(usage, dict):
         record.prompt_tokens = int(usage.get("prompt_tokens") or 0)

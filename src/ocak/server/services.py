@@ -29,6 +29,7 @@ from ocak.server.genkeys import Generations
 from ocak.server.metrics import Metrics
 from ocak.server.request_log import RequestLog
 from ocak.serving.audio import AudioServing, SpeechModels
+from ocak.serving.embeddings import Embedders, EmbeddingServing
 from ocak.serving.service import ModelServing
 from ocak.store.db import Database, database_path, open_database
 
@@ -43,6 +44,7 @@ class Services:
     gateway: Gateway  # aliases, providers and the router over them and the engines
     serving: ModelServing  # the one entry for model requests
     audio: AudioServing  # and for speech in and out
+    embeddings: EmbeddingServing  # and for embeddings
     # Called with each request's record before its response ends (usage row, key charge)
     sinks: list[Sink] = field(default_factory=list)
     late_sinks: list[Sink] = field(default_factory=list)  # right after it (metrics, log)
@@ -101,9 +103,11 @@ def build_services(
     store = open_database(database_path(settings.data_dir)) if db == "open" else db
     if store is not None and db == "open":
         store.checkpoint_in_background()  # keep WAL checkpoints out of usage-record commits
-    speech = SpeechModels.bundled(settings)  # its names may be an alias's local targets
+    speech = SpeechModels.bundled(settings)  # their names may be an alias's local targets
+    embedders = Embedders.bundled()
+    local = [*speech.local_names(), *embedders.local_names()]
     try:
-        gw = gateway or build_gateway(settings, engines, speech=speech.local_names())
+        gw = gateway or build_gateway(settings, engines, speech=local)
     except BaseException:
         if db == "open" and store is not None:
             store.close()
@@ -119,6 +123,7 @@ def build_services(
         gateway=gw,
         serving=ModelServing(settings, auth, engines, gw.router),
         audio=AudioServing(settings, auth, speech, gw.router),
+        embeddings=EmbeddingServing(auth, embedders, gw.router),
         sinks=[Accounting(store, auth), *(sinks or [])],
         late_sinks=[metrics.observe, RequestLog(log_content=settings.log_content)],
         owns_db=db == "open",

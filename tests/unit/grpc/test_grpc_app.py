@@ -19,7 +19,7 @@ import httpx
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from helpers import BUNDLED_SPEECH, AppServer, free_port, wait_until
+from helpers import BUNDLED_EMBEDDING, BUNDLED_SPEECH, AppServer, free_port, wait_until
 from ocak.config import Settings
 from ocak.engines.base import Engine
 from ocak.engines.fake import FakeEngine
@@ -240,7 +240,7 @@ def test_keys_authenticate_permit_and_limit_grpc_calls(db: Database) -> None:
         assert [m.id for m in listed] == ["fake"]
         everyone = (("authorization", f"Bearer {carol}"),)
         listed = s.stub.ListModels(pb.ListModelsRequest(), metadata=everyone).models
-        assert [m.id for m in listed] == ["fake", "other", *BUNDLED_SPEECH]
+        assert [m.id for m in listed] == ["fake", "other", *BUNDLED_SPEECH, *BUNDLED_EMBEDDING]
         # A key limited to other models.
         err = rpc_error(lambda: chat(s.stub, "other", metadata=auth))
         assert err.code() == grpc.StatusCode.PERMISSION_DENIED

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import numpy as np
 import pytest
 
 from app_helpers import served
@@ -224,12 +225,36 @@ def test_bad_bodies_and_unknown_models_answer_in_ollamas_shape(tmp_path: Path) -
         assert r.status_code == 404 and "nope" in r.json()["error"]
         r = await c.post("/api/show", json={"model": "nope"})
         assert r.status_code == 404 and set(r.json()) == {"error"}
-        for path in ("/api/embed", "/api/embeddings"):
-            r = await c.post(path, json={"model": "fake", "input": "x"})
-            assert r.status_code == 501 and set(r.json()) == {"error"}, path
+        r = await c.post("/api/embed", json={"model": "fake", "input": "x"})  # a chat model
+        assert r.status_code == 404 and set(r.json()) == {"error"}
+        r = await c.post("/api/embed", json={"model": "all-minilm-l6-v2", "input": []})
+        assert r.status_code == 400 and "input" in r.json()["error"]
         r = await c.post("/api/pull", json={"model": "llama3.2"})  # Ollama's registry
         assert r.status_code == 400 and "hf.co/OWNER/REPO" in r.json()["error"]
-        assert "issue 19" in (await c.post("/api/embed", json={})).json()["error"]
+        assert "input" in (await c.post("/api/embed", json={"model": "x"})).json()["error"]
+
+    run(tmp_path, check)
+
+
+def test_embed_and_the_older_embeddings_route_give_the_bundled_models_vectors(
+    tmp_path: Path,
+) -> None:
+    async def check(c: httpx.AsyncClient, seen: Seen, engine: FakeEngine) -> None:
+        import ollama
+
+        texts = ["A cat sleeps.", "A kitten naps.", "Bond yields rose."]
+        r = await c.post("/api/embed", json={"model": "all-minilm-l6-v2", "input": texts})
+        assert r.status_code == 200, r.text
+        got = ollama.EmbedResponse.model_validate(r.json())  # what the ollama client reads
+        v = np.array(got.embeddings)
+        assert v.shape == (3, 384) and got.prompt_eval_count and got.prompt_eval_count > 9
+        assert (v @ v.T)[0, 1] > (v @ v.T)[0, 2]
+        long = {"model": "all-minilm-l6-v2", "input": "word " * 400}
+        assert (await c.post("/api/embed", json=long)).status_code == 200  # cut, as Ollama
+        r = await c.post("/api/embed", json={**long, "truncate": False})
+        assert r.status_code == 400 and set(r.json()) == {"error"}
+        r = await c.post("/api/embeddings", json={"model": "all-minilm-l6-v2", "prompt": texts[0]})
+        assert np.allclose(r.json()["embedding"], v[0], atol=1e-6)
 
     run(tmp_path, check)
 

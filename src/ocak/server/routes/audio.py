@@ -15,9 +15,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse, Response, Streami
 from ocak.engines.speech.codec import MEDIA_TYPES
 from ocak.errors import InvalidRequest, OcakError
 from ocak.protocol.audio import SpeechRequest, TranscriptFormat, subtitles
-from ocak.protocol.record import RequestRecord
-from ocak.providers.base import BACKEND, LOCALITY
-from ocak.server.proxy import http_context
+from ocak.server.proxy import http_context, record_headers
 from ocak.server.routes.chat import ERRORS
 from ocak.server.services import get_state
 from ocak.server.streaming import SSE_HEADERS, sse, sse_error
@@ -41,17 +39,12 @@ async def speech(body: SpeechRequest, request: Request) -> StreamingResponse:
         instructions=body.instructions,
         sent=body.model_dump(exclude_unset=True),
     )
-    headers = served_headers(ctx.record)
+    headers = record_headers(ctx.record)
     if body.stream_format == "sse":
         return StreamingResponse(
             _sse(chunks), media_type="text/event-stream", headers={**SSE_HEADERS, **headers}
         )
     return StreamingResponse(chunks, media_type=MEDIA_TYPES[body.response_format], headers=headers)
-
-
-def served_headers(record: RequestRecord) -> dict[str, str]:
-    """Which target served and where it ran, as chat's responses say."""
-    return {BACKEND: record.backend or "", LOCALITY: record.locality or "local"}
 
 
 async def _sse(chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
@@ -106,7 +99,7 @@ async def transcriptions(
         filename=file.filename or "audio",
         content_type=file.content_type,
     )
-    headers = served_headers(ctx.record)
+    headers = record_headers(ctx.record)
     if isinstance(result, Relayed):
         return Response(result.raw, media_type=result.media_type, headers=headers)
     if response_format == "text":

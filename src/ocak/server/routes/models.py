@@ -17,6 +17,7 @@ from ocak.server.auth import get_key
 from ocak.server.routes.chat import ERRORS
 from ocak.server.services import Services, get_state
 from ocak.serving.audio import SpeechModel
+from ocak.serving.embeddings import EmbeddingModel
 
 router = APIRouter(tags=["models"])
 
@@ -88,6 +89,14 @@ def speech_card(model: SpeechModel, voices: list[str], created: int) -> ModelCar
     return ModelCard(id=model.id, created=created, kind=model.kind, meta=meta)
 
 
+def embedding_card(model: EmbeddingModel, created: int) -> ModelCard:
+    """An embedding model (or OpenAI's name for it); its dimensions once it has loaded."""
+    meta: dict[str, Any] = {"engine": model.engine, "locality": "local"}
+    if model.dimensions is not None:
+        meta["dimensions"] = model.dimensions
+    return ModelCard(id=model.id, created=created, kind="embedding", meta=meta)
+
+
 @router.get("/v1/models", response_model=ModelList)
 async def list_models(request: Request) -> ModelList:
     """The models this server can answer for: aliases, then the local engines; with a key
@@ -99,6 +108,7 @@ async def list_models(request: Request) -> ModelList:
     return ModelList(
         data=[_card(m, created, state) for m in state.serving.models(key)]
         + [speech_card(m, voices, created) for m in state.audio.models(key)]
+        + [embedding_card(m, created) for m in state.embeddings.models(key)]
     )
 
 

@@ -21,8 +21,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
+from numpy.typing import NDArray
 
 from ocak.config import parse_keep_alive
 from ocak.engines.base import Engine
@@ -33,26 +35,30 @@ from ocak.models.describe import describe
 from ocak.models.hub import parse_ref
 from ocak.models.store import ModelSpec, ModelStore
 from ocak.protocol.generation import Finished, TextDelta, ToolCallDelta
-from ocak.protocol.ollama import ChatRequest, GenerateRequest, ModelRequest, PullRequest
+from ocak.protocol.ollama import (
+    ChatRequest,
+    EmbedRequest,
+    GenerateRequest,
+    LegacyEmbedRequest,
+    ModelRequest,
+    PullRequest,
+)
 from ocak.providers.base import LOCALITY
+from ocak.providers.errors import UpstreamBroken
 from ocak.server.auth import get_key, require_admin
 from ocak.server.native import NativeCall, chat_request, completion_request, serve_events
+from ocak.server.proxy import http_context, record_headers
 from ocak.server.pulls import Pull
 from ocak.server.services import Services, get_state
 from ocak.server.streaming import unless_disconnected
 from ocak.server.tracking import get_record
+from ocak.serving.embeddings import Embedded
 
 router = APIRouter(tags=["ollama"])
 NDJSON = "application/x-ndjson"
 # The Ollama API version these routes follow (clients gate features on it).
 OLLAMA_VERSION = "0.12.0"
 NEVER = "9999-12-31T23:59:59Z"  # expires_at of a model kept loaded for ever
-
-
-class NotServedYet(OcakError):
-    status = 501
-    type = "server_error"
-    code = "not_implemented"
 
 
 def _stamp(at: float | None = None) -> str:
@@ -400,10 +406,53 @@ async def root() -> str:
 
 
 @router.post("/api/embed")
+async def embed(body: EmbedRequest, request: Request) -> JSONResponse:
+    """Ollama's embeddings: ``input`` a text or a list; ``truncate`` (default true, as
+    Ollama) cuts a text to the model's window, false makes it a 400."""
+    started = time.monotonic()
+    ctx = http_context(request)
+    embedded = await get_state(request).embeddings.embed(
+        ctx,
+        model=body.model,
+        inputs=body.inputs(),
+        dimensions=body.dimensions,
+        body=body.openai(),
+        truncate=body.truncate,
+    )
+    found = _vectors(embedded, body.model)
+    return JSONResponse(
+        {
+            "model": body.model,
+            "embeddings": found.tolist(),
+            "total_duration": int((time.monotonic() - started) * 1e9),
+            "load_duration": 0,
+            "prompt_eval_count": embedded.tokens,
+        },
+        headers=record_headers(ctx.record),
+    )
+
+
 @router.post("/api/embeddings")
-async def embed() -> None:
-    """Not yet: embeddings come with issue 19."""
-    raise NotServedYet("Embeddings are not served by ocak yet (they come with issue 19).")
+async def embeddings(body: LegacyEmbedRequest, request: Request) -> JSONResponse:
+    """Ollama's older embeddings route: one ``prompt``, one ``embedding``."""
+    ctx = http_context(request)
+    embedded = await get_state(request).embeddings.embed(
+        ctx, model=body.model, inputs=[body.prompt], dimensions=None,
+        body={"input": body.prompt}, truncate=True,
+    )  # fmt: skip
+    found = _vectors(embedded, body.model)
+    return JSONResponse({"embedding": found[0].tolist()}, headers=record_headers(ctx.record))
+
+
+def _vectors(embedded: Embedded, model: str) -> NDArray[np.float32]:
+    """The vectors, also from a hosted upstream's OpenAI-shaped answer."""
+    if embedded.vectors is not None:
+        return embedded.vectors
+    try:
+        data = json.loads(embedded.raw or b"")["data"]
+        return np.array([d["embedding"] for d in data], dtype=np.float32)
+    except (ValueError, KeyError, TypeError):
+        raise UpstreamBroken(f"the upstream of '{model}' sent no embeddings") from None
 
 
 def _pull_line(event: dict[str, Any]) -> dict[str, Any]:
