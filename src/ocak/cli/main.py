@@ -1,10 +1,11 @@
-"""The ``ocak`` command: serve, doctor, run, chat, models, ps, keys, usage."""
+"""The ``ocak`` command: serve, doctor, run, chat, models, ps, keys, usage, characters, data,
+kb."""
 
 from __future__ import annotations
 
 import typer
 
-from ocak.cli import characters, data, doctor, keys, models, ps, serve, talk, usage
+from ocak.cli import characters, data, doctor, kb, keys, models, ps, serve, talk, usage
 
 app = typer.Typer(
     name="ocak",
@@ -23,6 +24,7 @@ app.add_typer(keys.app, name="keys")
 app.command("usage")(usage.usage)
 app.add_typer(characters.app, name="characters")
 app.add_typer(data.app, name="data")
+app.add_typer(kb.app, name="kb")
 
 
 def main() -> None:  # pragma: no cover - console entry point

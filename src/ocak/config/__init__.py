@@ -250,6 +250,12 @@ class Settings(BaseSettings):
         le=2**31,
         description="Largest audio file a transcription request may upload (OpenAI's: 25 MiB).",
     )
+    max_document_bytes: int = Field(
+        64 * 2**20,
+        ge=1024,
+        le=2**31,
+        description="Largest upload of documents into a knowledge base in one request.",
+    )
     keep_recordings: bool = Field(
         False,
         description="Keep players' recordings (WAV, in the data folder's recordings/, deleted "

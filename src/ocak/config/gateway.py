@@ -156,6 +156,11 @@ class AliasConfig(_Strict):
         None, description="local: served on this machine only, or not at all."
     )
     description: str | None = None
+    knowledge: list[str] = Field(
+        default_factory=list,
+        max_length=8,
+        description="Knowledge bases whose best chunks go into every chat request's prompt.",
+    )
 
 
 class RoutingConfig(_Strict):

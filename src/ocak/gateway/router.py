@@ -143,6 +143,7 @@ class Alias:
     locality: str | None = None
     skipped: list[str] = field(default_factory=list)  # targets left out at start (no key)
     direct: bool = False  # a local engine id used as a model name
+    knowledge: list[str] = field(default_factory=list)  # bases retrieved into its chats
 
     def can_be_local(self) -> bool:
         return any(t.locality == "local" for t in self.targets)
@@ -172,7 +173,7 @@ def with_adapters(alias: Alias, adapters: tuple[Adapter, ...], name: str) -> Ali
             f"'{alias.name}' has no local target.",
             param="model",
         )
-    return Alias(name, list[Target](local), locality=alias.locality)
+    return Alias(name, list[Target](local), locality=alias.locality, knowledge=alias.knowledge)
 
 
 class Router:

@@ -94,7 +94,9 @@ def build_gateway(
                 alias_name,
                 alias_name,
             )
-        alias = Alias(alias_name, [], locality=alias_config.locality)
+        alias = Alias(
+            alias_name, [], locality=alias_config.locality, knowledge=alias_config.knowledge
+        )
         for i, tc in enumerate(alias_config.targets):
             at = ("models", alias_name, "targets", i)
             timeouts = routing.timeouts

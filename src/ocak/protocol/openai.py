@@ -289,6 +289,9 @@ class ChatChoice(BaseModel):
 
 
 class ChatCompletion(BaseModel):
+    # ``knowledge`` (the chunks retrieval put into the prompt) only when there were some
+    model_config = ConfigDict(extra="allow")
+
     id: str
     object: Literal["chat.completion"] = "chat.completion"
     created: int

@@ -32,6 +32,7 @@ from ocak.server.routes import (
     completions,
     embeddings,
     health,
+    knowledge,
     kobold,
     llama_server,
     metrics,
@@ -112,8 +113,8 @@ def app_for(services: Services, *, on_fatal: FatalHook | None = None) -> FastAPI
     # Outermost: sees every request, including ones other middleware refuse.
     app.add_middleware(RequestTracking, sinks=services.sinks, late_sinks=services.late_sinks)
     routes = (
-        chat, completions, embeddings, audio, model_store, models, health, characters, voice,
-        admin, metrics, ollama, anthropic, kobold, llama_server,
+        chat, completions, embeddings, knowledge, audio, model_store, models, health,
+        characters, voice, admin, metrics, ollama, anthropic, kobold, llama_server,
     )  # fmt: skip
     for module in routes:
         app.include_router(module.router)

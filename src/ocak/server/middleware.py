@@ -34,21 +34,35 @@ class BodyLimit:
 
     A declared ``Content-Length`` is checked up front (the body is never read);
     a chunked body is read here up to the limit and replayed to the app. Paths in
-    ``per_path`` (audio uploads) have limits of their own.
+    ``per_path`` (audio uploads), and those whose end is in ``per_suffix`` (a knowledge
+    base's documents), have limits of their own.
     """
 
     def __init__(
-        self, app: ASGIApp, max_bytes: int, per_path: dict[str, int] | None = None
+        self,
+        app: ASGIApp,
+        max_bytes: int,
+        per_path: dict[str, int] | None = None,
+        per_suffix: dict[str, int] | None = None,
     ) -> None:
         self.app = app
         self.max_bytes = max_bytes
         self.per_path = per_path or {}
+        self.per_suffix = per_suffix or {}
+
+    def limit(self, path: str) -> int:
+        if path in self.per_path:
+            return self.per_path[path]
+        for suffix, limit in self.per_suffix.items():
+            if path.endswith(suffix):
+                return limit
+        return self.max_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["method"] in ("GET", "HEAD", "OPTIONS"):
             await self.app(scope, receive, send)
             return
-        limit = self.per_path.get(scope["path"], self.max_bytes)
+        limit = self.limit(scope["path"])
         length = next((v for k, v in scope["headers"] if k == b"content-length"), None)
         if length is not None:
             if length.isdigit() and int(length) <= limit:

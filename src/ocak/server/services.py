@@ -30,6 +30,7 @@ from ocak.server.metrics import Metrics
 from ocak.server.request_log import RequestLog
 from ocak.serving.audio import AudioServing, SpeechModels
 from ocak.serving.embeddings import Embedders, EmbeddingServing
+from ocak.serving.knowledge import KnowledgeServing
 from ocak.serving.service import ModelServing
 from ocak.store.db import Database, database_path, open_database
 
@@ -45,6 +46,7 @@ class Services:
     serving: ModelServing  # the one entry for model requests
     audio: AudioServing  # and for speech in and out
     embeddings: EmbeddingServing  # and for embeddings
+    knowledge: KnowledgeServing  # the knowledge bases (knowledge.db, opened on first use)
     # Called with each request's record before its response ends (usage row, key charge)
     sinks: list[Sink] = field(default_factory=list)
     late_sinks: list[Sink] = field(default_factory=list)  # right after it (metrics, log)
@@ -79,6 +81,7 @@ class Services:
         self._closed = True
         await self.engines.close_all()
         await self.gateway.close()  # the providers' shared HTTP client
+        self.knowledge.close()
         if self._characters is not None:
             self._characters.db.close()
             self._characters = None
@@ -113,6 +116,8 @@ def build_services(
             store.close()
         raise
     auth = Authenticator(store, required=keys_required(settings))
+    embeddings = EmbeddingServing(auth, embedders, gw.router)
+    knowledge = KnowledgeServing(settings.data_dir, embeddings)
     metrics = Metrics(engines, known=gw.knows)  # aliases are model names too, in labels
     return Services(
         settings=settings,
@@ -121,9 +126,10 @@ def build_services(
         auth=auth,
         metrics=metrics,
         gateway=gw,
-        serving=ModelServing(settings, auth, engines, gw.router),
+        serving=ModelServing(settings, auth, engines, gw.router, knowledge),
         audio=AudioServing(settings, auth, speech, gw.router),
-        embeddings=EmbeddingServing(auth, embedders, gw.router),
+        embeddings=embeddings,
+        knowledge=knowledge,
         sinks=[Accounting(store, auth), *(sinks or [])],
         late_sinks=[metrics.observe, RequestLog(log_content=settings.log_content)],
         owns_db=db == "open",

@@ -26,7 +26,10 @@ def install(app: FastAPI, state: Services) -> None:
         app.add_middleware(ContentCapture)
     # an audio upload may be up to max_audio_bytes, plus its form's own few bytes
     uploads = {"/v1/audio/transcriptions": settings.max_audio_bytes + 64 * 1024}
-    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes, per_path=uploads)
+    documents = {"/documents": settings.max_document_bytes + 64 * 1024}  # /v1/knowledge/KB/...
+    app.add_middleware(
+        BodyLimit, max_bytes=settings.max_body_bytes, per_path=uploads, per_suffix=documents
+    )
     open_paths = OPEN_PATHS | ({"/metrics"} if settings.metrics_public else set())
     app.add_middleware(AuthMiddleware, auth=state.auth, open_paths=frozenset(open_paths))
     # Outer to auth: a hostile page is refused before its key is even looked at, and a

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 from ocak.protocol.record import RequestRecord
 from ocak.store.keys import KeyInfo
@@ -15,6 +16,8 @@ class CallContext:
     record: RequestRecord
     key: KeyInfo | None = None
     asked_local: bool = False  # the caller (another ocak) demands local serving
+    # The knowledge chunks retrieval put into the prompt (the response names them).
+    retrieved: list[Any] = field(default_factory=list)
 
     @property
     def local_only(self) -> bool:

@@ -31,6 +31,7 @@ from ocak.providers.base import Call, Endpoint, Locality, Upstream, UpstreamRepl
 from ocak.providers.errors import TargetCannot
 from ocak.serving.admission import KeyChecks, ModelRequest, admit
 from ocak.serving.context import CallContext
+from ocak.serving.knowledge import KnowledgeServing, Retrieval
 from ocak.store.keys import KeyInfo
 from ocak.structured.chat import plan_body, plan_completion
 
@@ -154,12 +155,34 @@ class ModelServing:
     """The one entry for model requests (see the module doc)."""
 
     def __init__(
-        self, settings: Settings, keys: KeyChecks, engines: EngineRegistry, router: Router
+        self,
+        settings: Settings,
+        keys: KeyChecks,
+        engines: EngineRegistry,
+        router: Router,
+        knowledge: KnowledgeServing | None = None,
     ) -> None:
         self.settings = settings
         self.keys = keys
         self.engines = engines
         self.router = router
+        self.knowledge = knowledge  # retrieval into chat requests that name knowledge bases
+
+    def retrieval(self, body: ModelRequest) -> Retrieval | None:
+        """What the request (its ``knowledge`` field) or its alias asks to retrieve."""
+        extra = body.model_extra or {}
+        alias = self.router.aliases.get(body.model)
+        if "knowledge" in extra:
+            asked: Retrieval | None = Retrieval.parse(extra["knowledge"])
+        elif alias is not None and alias.knowledge:
+            asked = Retrieval(list(alias.knowledge))
+        else:
+            return None
+        if not isinstance(body, ChatCompletionRequest):
+            raise InvalidRequest("knowledge applies to chat requests.", param="knowledge")
+        if self.knowledge is None:
+            raise InvalidRequest("This server has no knowledge bases.", param="knowledge")
+        return asked
 
     def admit(self, ctx: CallContext, body: ModelRequest) -> None:
         """Key permission, input caps, valid Unicode, limits: 403, 400, 429."""
@@ -177,6 +200,11 @@ class ModelServing:
         """Serve an admitted ``body`` with the first target that answers."""
         record = ctx.record
         record.stream = bool(body.stream)
+        asked = self.retrieval(body)
+        if asked is not None and isinstance(body, ChatCompletionRequest):
+            assert self.knowledge is not None
+            body, ctx.retrieved = await self.knowledge.augment(ctx, body, asked)
+            raw = None  # the prompt with the chunks goes upstream, not the client's JSON
         client_json: dict[str, Any] | None = None
         keep_alive = requested_keep_alive(body)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -27,6 +28,7 @@ from ocak.server.proxy import http_context, served_headers, upstream_response
 from ocak.server.services import get_state
 from ocak.server.streaming import DONE, SSE_HEADERS, sse, sse_error, unless_disconnected
 from ocak.server.tracking import get_record
+from ocak.serving.knowledge import KNOWLEDGE
 
 router = APIRouter(tags=["chat"])
 
@@ -58,6 +60,9 @@ async def chat_completions(
     # for its first chunk; a remote target's answer passes through as it came.
     served = await serving.serve(ctx, body, "chat", raw=request.json)
     headers = served_headers(served)
+    used = [u.to_dict() for u in ctx.retrieved]
+    if used:  # which knowledge chunks the prompt held, also for streams and hosted answers
+        headers[KNOWLEDGE] = json.dumps(used, separators=(",", ":"))
     primed = served.result
     if not isinstance(primed, Primed):
         return upstream_response(primed, record, body.include_usage, headers)
@@ -90,6 +95,7 @@ async def chat_completions(
             )
         ],
         usage=usage_info(result.finished.usage),
+        **({"knowledge": used} if used else {}),
     )
 
 
