@@ -187,3 +187,28 @@ def test_bad_knowledge_fields_are_clear_errors(
     r = httpx.post(f"{setup.server.url}{path}", json=full, timeout=60)
     assert r.status_code == status, r.text
     assert r.json()["error"]["param"] == param
+
+
+def test_a_character_recalls_a_fact_no_lorebook_key_mentions(setup: Setup) -> None:
+    """The card's lorebook knows only of dragons; its knowledge base knows the founder."""
+    card = {
+        "id": "archivist",
+        "name": "Wend",
+        "persona": "Wend, the archivist of Oakvale, who answers questions about its history.",
+        "knowledge_bases": ["lore"],
+        "lorebook": {"entries": [{"name": "Dragons", "keys": ["dragon"], "content": "None."}]},
+        "temperature": 0.0,
+    }
+    url = setup.server.url
+    assert httpx.post(f"{url}/v1/characters", json=card).status_code == 201
+    r = httpx.post(
+        f"{url}/v1/sessions", json={"player_id": "p", "characters": ["archivist"], "greet": False}
+    )
+    sid = r.json()["id"]
+    r = httpx.post(
+        f"{url}/v1/sessions/{sid}/messages", json={"text": "Who founded Oakvale?"}, timeout=120
+    )
+    assert r.status_code == 200, r.text
+    turn = r.json()
+    assert "lore/oakvale.md" in turn["lore"] and "Dragons" not in turn["lore"], turn["lore"]
+    assert "Harla" in turn["text"], turn["text"]

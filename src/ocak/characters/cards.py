@@ -182,6 +182,12 @@ class Character(BaseModel):
     )
     greeting: str | None = Field(None, max_length=4000, description="First line of a session.")
     lorebook: Lorebook | None = None
+    knowledge_bases: list[str] = Field(
+        default_factory=list,
+        max_length=8,
+        description="Knowledge bases searched by meaning for what the player says (beside the "
+        "lorebook's keywords): the best chunks enter the prompt as lore.",
+    )
     text_max_chars: int = Field(200, ge=20, le=2000, description="Longest spoken text.")
     temperature: float = Field(0.8, ge=0.0, le=2.0)
     voice: VoiceSpec | None = Field(None, description="How the character sounds when voiced.")

@@ -22,7 +22,7 @@ import logging
 import re
 import uuid
 import weakref
-from collections.abc import AsyncGenerator, AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -51,6 +51,7 @@ from ocak.characters.events import (
     TurnEvent,
     TurnInput,
 )
+from ocak.characters.lorebook import ActiveLore
 from ocak.characters.memory import fold, prompt_parts
 from ocak.characters.packet import (
     STRENGTH_MAX,
@@ -116,6 +117,10 @@ def _lines(inp: TurnInput, addressed: str | None, player: str) -> list[store.New
     return out
 
 
+# (knowledge bases, what the player said, how many chunks) -> chunks as (source, text)
+LoreSearch = Callable[[list[str], str, int], Awaitable[list[tuple[str, str]]]]
+
+
 class CharacterService:
     def __init__(
         self,
@@ -124,9 +129,12 @@ class CharacterService:
         settings: CharacterSettings | None = None,
         *,
         max_tokens_cap: int | None = None,
+        knowledge: LoreSearch | None = None,
     ) -> None:
         self.db = db
         self.resolve = resolve
+        # Searches a card's knowledge bases by meaning (serving/knowledge.py's ``lore``).
+        self.knowledge = knowledge
         self.settings = settings or CharacterSettings()
         # The server's --max-tokens-limit: a packet that may need more is refused, not cut.
         self.max_tokens_cap = max_tokens_cap
@@ -351,6 +359,20 @@ class CharacterService:
             async for event in self._generate(session, speaker, members, new, model, inp):
                 yield event
 
+    async def _knowledge(
+        self, card: Character, new: list[store.NewTurn], model: ServingModel
+    ) -> list[ActiveLore]:
+        """The chunks of the card's knowledge bases that best match the player's new lines,
+        as lore (after the lorebook's keyword entries)."""
+        query = " ".join(t.text for t in new if t.kind != "character")
+        k = self.settings.knowledge_chunks
+        if self.knowledge is None or not card.knowledge_bases or not query.strip() or not k:
+            return []
+        found = await self.knowledge(card.knowledge_bases, query, k)
+        return [
+            ActiveLore(-1, source, text, model.count_tokens(text)) for source, text in found
+        ]
+
     async def _generate(
         self,
         session: store.SessionRow,
@@ -370,6 +392,7 @@ class CharacterService:
             )
         room = model.context_length - bound
         budget = self.settings.history_budget
+        found = await self._knowledge(card, new, model)
         for used in self._folded.pop(session.id, []):
             yield used
         parts: P.PromptParts | None = None
@@ -381,6 +404,7 @@ class CharacterService:
             async for usage_event in summarizing:
                 yield usage_event
             parts = prompt_parts(self.db, self.settings, session, card, members, new, model)
+            parts.lore = [*parts.lore, *found]
             if self._estimate(model, P.build_messages(parts)) <= room:
                 break
         assert parts is not None

@@ -65,6 +65,9 @@ class CharacterSettings(BaseSettings):
     )
     summary_tokens: int = Field(160, ge=16, le=2048, description="Longest summary, in tokens.")
     recall_limit: int = Field(3, ge=0, le=20, description="Memories recalled into each prompt.")
+    knowledge_chunks: int = Field(
+        2, ge=0, le=10, description="Chunks of a card's knowledge bases put into each prompt."
+    )
     lore_budget: int = Field(
         512, ge=0, le=8192, description="Most lorebook tokens per turn (cards may ask for less)."
     )

@@ -70,8 +70,14 @@ class Services:
                 serving_resolver(self.serving),
                 self.settings.characters,
                 max_tokens_cap=self.settings.max_tokens_limit,
+                knowledge=self._lore,
             )
         return self._characters
+
+    async def _lore(self, bases: list[str], query: str, k: int) -> list[tuple[str, str]]:
+        """A card's knowledge bases searched for a character turn."""
+        used = await self.knowledge.lore(bases, query, k)
+        return [(f"{u.kb}/{u.hit.source}", u.hit.text) for u in used]
 
     async def close(self) -> None:
         """Close what was built, inner parts last; each database checkpoints its WAL.

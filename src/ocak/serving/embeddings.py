@@ -149,13 +149,13 @@ class EmbeddingServing:
         return await self._local(ctx, name, inputs, dimensions, truncate)
 
     async def vectors(
-        self, ctx: CallContext, model: str, texts: list[str], *, part_of: bool = False
+        self, ctx: CallContext | None, model: str, texts: list[str], *, part_of: bool = False
     ) -> Vectors:
         """Local vectors for ``texts`` (knowledge bases): cut to the model's window, never
         sent to an upstream. ``part_of``: a step of another request (a chat's retrieval),
         whose record stays that request's."""
         name = self.catalog.resolve(model)
-        if part_of:
+        if part_of or ctx is None:
             embedder = await self.catalog.get(name)
             ids = await asyncio.to_thread(embedder.ids_for, texts, truncate=True)
             return await asyncio.to_thread(embedder.embed, ids)

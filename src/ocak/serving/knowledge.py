@@ -155,7 +155,7 @@ class KnowledgeServing:
 
     async def search(
         self,
-        ctx: CallContext,
+        ctx: CallContext | None,
         name: str,
         query: str,
         k: int = 5,
@@ -174,7 +174,9 @@ class KnowledgeServing:
             vector = found[0]
         return await asyncio.to_thread(self.store.search, name, query, vector, k, mode)
 
-    async def retrieve(self, ctx: CallContext, asked: Retrieval, query: str) -> list[Used]:
+    async def retrieve(
+        self, ctx: CallContext | None, asked: Retrieval, query: str
+    ) -> list[Used]:
         """The ``k`` best chunks over the named bases (each searched hybrid; merged by
         their fused scores)."""
         found: list[Used] = []
@@ -183,6 +185,13 @@ class KnowledgeServing:
             found += [Used(name, h) for h in hits]
         found.sort(key=lambda u: u.hit.score, reverse=True)
         return found[: asked.k]
+
+    async def lore(self, bases: list[str], query: str, k: int) -> list[Used]:
+        """For a character's turn (its card's ``knowledge_bases``): the best chunks for
+        what the player said, as a step of the turn (no record of its own)."""
+        if not query.strip() or k <= 0:
+            return []
+        return await self.retrieve(None, Retrieval(list(dict.fromkeys(bases)), k), query)
 
     async def augment(
         self, ctx: CallContext, body: ChatCompletionRequest, asked: Retrieval
