@@ -369,9 +369,7 @@ class CharacterService:
         if self.knowledge is None or not card.knowledge_bases or not query.strip() or not k:
             return []
         found = await self.knowledge(card.knowledge_bases, query, k)
-        return [
-            ActiveLore(-1, source, text, model.count_tokens(text)) for source, text in found
-        ]
+        return [ActiveLore(-1, source, text, model.count_tokens(text)) for source, text in found]
 
     async def _generate(
         self,

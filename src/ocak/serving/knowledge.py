@@ -174,9 +174,7 @@ class KnowledgeServing:
             vector = found[0]
         return await asyncio.to_thread(self.store.search, name, query, vector, k, mode)
 
-    async def retrieve(
-        self, ctx: CallContext | None, asked: Retrieval, query: str
-    ) -> list[Used]:
+    async def retrieve(self, ctx: CallContext | None, asked: Retrieval, query: str) -> list[Used]:
         """The ``k`` best chunks over the named bases (each searched hybrid; merged by
         their fused scores)."""
         found: list[Used] = []
