@@ -212,3 +212,36 @@ def test_a_character_recalls_a_fact_no_lorebook_key_mentions(setup: Setup) -> No
     turn = r.json()
     assert "lore/oakvale.md" in turn["lore"] and "Dragons" not in turn["lore"], turn["lore"]
     assert "Harla" in turn["text"], turn["text"]
+
+
+def test_a_character_recalls_an_old_line_by_meaning_with_no_word_in_common(
+    setup: Setup,
+) -> None:
+    """Full-text recall finds no word of "jewellery" in "silver ring": the search by meaning
+    brings that line back from an earlier session, over the other lines of it."""
+    url = setup.server.url
+    card = {"id": "keeper", "name": "Mira", "persona": "Mira keeps the inn.", "temperature": 0.0}
+    assert httpx.post(f"{url}/v1/characters", json=card).status_code == 201
+
+    def session() -> str:
+        body = {"player_id": "ada", "characters": ["keeper"], "greet": False}
+        return str(httpx.post(f"{url}/v1/sessions", json=body).json()["id"])
+
+    first = session()
+    lines = [
+        "The weather has been cold and grey all week.",
+        "Your bread smells wonderful this morning.",
+        "I lost my silver ring by the old well.",
+        "The horses in the stable look tired.",
+    ]
+    for line in lines:
+        r = httpx.post(f"{url}/v1/sessions/{first}/messages", json={"text": line}, timeout=120)
+        assert r.status_code == 200, r.text
+    r = httpx.post(
+        f"{url}/v1/sessions/{session()}/messages",
+        json={"text": "Has anyone handed in my jewellery?"},
+        timeout=120,
+    )
+    assert r.status_code == 200, r.text
+    memories = r.json()["memories"]
+    assert any("silver ring" in m for m in memories), memories

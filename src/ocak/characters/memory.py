@@ -4,7 +4,8 @@
 pass a token budget (the model writes the summary; it becomes the start of the
 history). ``prompt_parts`` gathers what one turn's prompt needs: the summary,
 the witnessed history after it, the relationship, the lorebook entries the
-recent messages activate, and the memories recalled by full-text search.
+recent messages activate, and the memories recalled by full-text search fused with a
+search by meaning (when the service has an embedder).
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ def prompt_parts(
     members: list[Character],
     new: list[store.NewTurn],
     model: ServingModel,
+    by_meaning: list[store.Memory] | None = None,
 ) -> P.PromptParts:
     summary = store.latest_summary(db, session.id, card.id)
     upto = summary[0] if summary else 0
@@ -64,6 +66,7 @@ def prompt_parts(
             exclude_session=session.id,
             exclude_after=upto,
             limit=settings.recall_limit + 1,
+            by_meaning=by_meaning or (),
         )
         parts.memories = [m for m in found if m != parts.summary][: settings.recall_limit]
     return parts

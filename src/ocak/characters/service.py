@@ -22,9 +22,13 @@ import logging
 import re
 import uuid
 import weakref
+from collections import OrderedDict
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
 
 from ocak.characters import prompt as P
 from ocak.characters import store
@@ -119,6 +123,11 @@ def _lines(inp: TurnInput, addressed: str | None, player: str) -> list[store.New
 
 # (knowledge bases, what the player said, how many chunks) -> chunks as (source, text)
 LoreSearch = Callable[[list[str], str, int], Awaitable[list[tuple[str, str]]]]
+# texts -> their unit vectors, one row each (the bundled embedder)
+Embed = Callable[[list[str]], Awaitable[NDArray[np.float32]]]
+MEANING_POOL = 2000  # newest memories of one character and player ranked by meaning
+MEANING_TOP = 50
+VECTOR_CACHE = 50_000  # memories' vectors kept in this process (never written to disk)
 
 
 class CharacterService:
@@ -130,11 +139,16 @@ class CharacterService:
         *,
         max_tokens_cap: int | None = None,
         knowledge: LoreSearch | None = None,
+        embed: Embed | None = None,
     ) -> None:
         self.db = db
         self.resolve = resolve
         # Searches a card's knowledge bases by meaning (serving/knowledge.py's ``lore``).
         self.knowledge = knowledge
+        # Ranks memories by meaning; their vectors live in this process only (a player's
+        # deleted lines leave nothing behind on disk), made again after a restart.
+        self.embed = embed
+        self._vectors: OrderedDict[str, NDArray[np.float32]] = OrderedDict()
         self.settings = settings or CharacterSettings()
         # The server's --max-tokens-limit: a packet that may need more is refused, not cut.
         self.max_tokens_cap = max_tokens_cap
@@ -277,6 +291,12 @@ class CharacterService:
         if not store.delete_session(self.db, session_id):
             raise NotFound(f"No session '{session_id}'.", param="session_id")
         Recordings.beside(self.db).forget(session_id)
+        self.forget_vectors()
+
+    def forget_vectors(self) -> None:
+        """Drop the memories' vectors held in memory (after a deletion: none of a deleted
+        line stays; the others are made again at the next recall)."""
+        self._vectors.clear()
 
     async def cut(
         self,
@@ -359,6 +379,29 @@ class CharacterService:
             async for event in self._generate(session, speaker, members, new, model, inp):
                 yield event
 
+    async def _by_meaning(
+        self, character_id: str, player_id: str, new: list[store.NewTurn]
+    ) -> list[store.Memory] | None:
+        """The character's memories with the player, ranked by likeness to the new lines
+        (recall fuses this with its keyword search); None without an embedder."""
+        query = " ".join(t.text for t in new if t.kind != "character")
+        if self.embed is None or not self.settings.recall_limit or not query.strip():
+            return None
+        pool = store.memories_of(self.db, character_id, player_id, MEANING_POOL)
+        if not pool:
+            return []
+        missing = list(dict.fromkeys(t for t, _, _ in pool if t not in self._vectors))
+        vectors = await self.embed([*missing, query])
+        for text, vector in zip(missing, vectors[:-1], strict=True):
+            self._vectors[text] = vector
+        for text, _, _ in pool:
+            self._vectors.move_to_end(text)
+        while len(self._vectors) > VECTOR_CACHE:
+            self._vectors.popitem(last=False)
+        matrix = np.stack([self._vectors[t] for t, _, _ in pool])
+        order = np.argsort(-(matrix @ vectors[-1]), kind="stable")[:MEANING_TOP]
+        return [pool[i] for i in order]
+
     async def _knowledge(
         self, card: Character, new: list[store.NewTurn], model: ServingModel
     ) -> list[ActiveLore]:
@@ -391,6 +434,7 @@ class CharacterService:
         room = model.context_length - bound
         budget = self.settings.history_budget
         found = await self._knowledge(card, new, model)
+        by_meaning = await self._by_meaning(card.id, session.player_id, new)
         for used in self._folded.pop(session.id, []):
             yield used
         parts: P.PromptParts | None = None
@@ -401,7 +445,9 @@ class CharacterService:
             )
             async for usage_event in summarizing:
                 yield usage_event
-            parts = prompt_parts(self.db, self.settings, session, card, members, new, model)
+            parts = prompt_parts(
+                self.db, self.settings, session, card, members, new, model, by_meaning
+            )
             parts.lore = [*parts.lore, *found]
             if self._estimate(model, P.build_messages(parts)) <= room:
                 break

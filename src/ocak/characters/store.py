@@ -537,6 +537,30 @@ def fts_query(text: str, limit: int = 12) -> str | None:
     return " OR ".join(f'"{w}"' for w in words[:limit])
 
 
+Memory = tuple[str, str, int]  # a memory's text, session and turn
+RRF_K = 60  # reciprocal rank fusion's constant (as the knowledge bases use)
+
+
+def memories_of(db: Database, character_id: str, player_id: str, limit: int) -> list[Memory]:
+    """The newest ``limit`` memories of ``character_id`` with ``player_id`` (for a search by
+    meaning, which ranks them all)."""
+    rows = db.execute(
+        "SELECT text, session_id, seq FROM memories WHERE character_id = ? AND player_id = ? "
+        "ORDER BY rowid DESC LIMIT ?",
+        (character_id, player_id, limit),
+    )
+    return [(str(t), str(s), int(q)) for t, s, q in rows]
+
+
+def fuse(*ranked: Sequence[Memory]) -> list[Memory]:
+    """Several rankings as one, by reciprocal rank fusion (a memory high in either wins)."""
+    scores: dict[Memory, float] = {}
+    for ranking in ranked:
+        for place, memory in enumerate(ranking, 1):
+            scores[memory] = scores.get(memory, 0.0) + 1.0 / (RRF_K + place)
+    return sorted(scores, key=lambda m: scores[m], reverse=True)
+
+
 def recall(
     db: Database,
     character_id: str,
@@ -546,22 +570,26 @@ def recall(
     exclude_session: str | None = None,
     exclude_after: int = 0,
     limit: int = 3,
+    by_meaning: Sequence[Memory] = (),
 ) -> list[str]:
-    """Memories of ``character_id`` with ``player_id`` that match the text, best first.
+    """Memories of ``character_id`` with ``player_id`` that match the text, best first:
+    by full-text search, fused with ``by_meaning`` (the same memories ranked by their
+    embeddings' likeness to the text) when given.
 
     Turns of ``exclude_session`` after ``exclude_after`` (already in the prompt)
     are left out.
     """
     query = fts_query(query_text)
-    if query is None:
-        return []
-    rows = db.execute(
-        "SELECT text, session_id, seq FROM memories WHERE memories MATCH ? "
-        "AND character_id = ? AND player_id = ? ORDER BY bm25(memories) LIMIT ?",
-        (query, character_id, player_id, limit * 4 + 8),
-    )
+    keyword: list[Memory] = []
+    if query is not None:
+        rows = db.execute(
+            "SELECT text, session_id, seq FROM memories WHERE memories MATCH ? "
+            "AND character_id = ? AND player_id = ? ORDER BY bm25(memories) LIMIT ?",
+            (query, character_id, player_id, limit * 4 + 8),
+        )
+        keyword = [(str(t), str(s), int(q)) for t, s, q in rows]
     out: list[str] = []
-    for text, session_id, seq in rows:
+    for text, session_id, seq in fuse(keyword, by_meaning) if by_meaning else keyword:
         if session_id == exclude_session and int(seq) > exclude_after:
             continue
         if text not in out:

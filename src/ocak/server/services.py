@@ -20,6 +20,7 @@ from ocak.characters import store as characters_store
 from ocak.characters.service import CharacterService
 from ocak.characters.serving import serving_resolver
 from ocak.config import Settings
+from ocak.engines.embedding import BUNDLED_EMBEDDER
 from ocak.engines.registry import EngineRegistry
 from ocak.gateway.service import Gateway, build_gateway
 from ocak.protocol.record import Sink
@@ -71,8 +72,13 @@ class Services:
                 self.settings.characters,
                 max_tokens_cap=self.settings.max_tokens_limit,
                 knowledge=self._lore,
+                embed=self._embed if self.embeddings.catalog.folders else None,
             )
         return self._characters
+
+    async def _embed(self, texts: list[str]) -> Any:
+        """The bundled embedder's vectors, for a character's recall by meaning."""
+        return await self.embeddings.vectors(None, BUNDLED_EMBEDDER, texts, part_of=True)
 
     async def _lore(self, bases: list[str], query: str, k: int) -> list[tuple[str, str]]:
         """A card's knowledge bases searched for a character turn."""

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import numpy as np
 import pytest
 
 from ocak.characters import store
@@ -195,6 +196,35 @@ def test_memory_is_recalled_in_a_new_session_only_by_witnesses(tmp_path: Path) -
     # Another player's memories stay theirs.
     s3 = service.create_session("p2", ["bram"], greet=False).id
     assert done(run_turn(service, s3, text="Do you know a silver owl?")).memories == []
+
+
+# A stand-in for an embedder: words of one meaning share a dimension.
+CONCEPTS = {"ring": 0, "jewellery": 0, "necklace": 0, "weather": 1, "rain": 1, "bread": 2}
+
+
+async def concept_vectors(texts: list[str]) -> np.ndarray:
+    out = np.zeros((len(texts), 4), dtype=np.float32)
+    for i, text in enumerate(texts):
+        for word in text.lower().replace("?", " ").replace(".", " ").split():
+            out[i, CONCEPTS.get(word, 3)] += 1.0
+    return out / np.linalg.norm(out, axis=1, keepdims=True)
+
+
+@pytest.mark.parametrize("embed", [None, concept_vectors])
+def test_memories_are_recalled_by_meaning_when_there_is_an_embedder(
+    tmp_path: Path, embed: Any
+) -> None:
+    service = make_service(tmp_path, Scripted(wire("Noted.")))
+    service.embed = embed
+    s1 = service.create_session("p1", ["bram"], greet=False).id
+    for line in ("The weather is grey.", "I lost my silver ring.", "Your bread is good."):
+        run_turn(service, s1, text=line)
+    s2 = service.create_session("p1", ["bram"], greet=False).id
+    memories = done(run_turn(service, s2, text="Has anyone handed in my jewellery?")).memories
+    if embed is None:  # no word in common: full-text search alone finds nothing
+        assert memories == []
+    else:
+        assert "silver ring" in memories[0], memories
 
 
 def test_older_turns_are_summarized_past_the_budget(tmp_path: Path) -> None:

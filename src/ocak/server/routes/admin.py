@@ -118,5 +118,7 @@ async def delete_key(name: str, request: Request) -> KeyOut:
 @router.delete("/v1/players/{player_id}", response_model=PlayerDeleted, responses=ERRORS)
 async def delete_player_data(player_id: str, request: Request) -> PlayerDeleted:
     """Delete every session, turn, memory, relationship and summary of this player."""
-    counts = delete_player(get_service(request).db, player_id)
+    service = get_service(request)
+    counts = delete_player(service.db, player_id)
+    service.forget_vectors()  # the recall-by-meaning cache held vectors of their lines
     return PlayerDeleted(player_id=player_id, deleted=any(counts.values()), removed=counts)
