@@ -163,7 +163,7 @@ def test_sampling_parameters_reach_the_engine(served: Served) -> None:
 def test_list_models(served: Served) -> None:
     models = served.stub.ListModels(pb.ListModelsRequest()).models
     assert [m.id for m in models] == ["default", *BUNDLED_SPEECH, *BUNDLED_EMBEDDING]
-    assert {m.engine for m in models[1:]} == {"piper", "faster-whisper"}
+    assert {m.engine for m in models[1:]} == {"piper", "faster-whisper", "numpy-bert"}
     assert models[0].engine == "llama.cpp"
     assert models[0].state == "ready"
     assert models[0].context_length == 2048
