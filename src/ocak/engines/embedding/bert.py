@@ -48,20 +48,37 @@ class _Layer:
     norm2: tuple[Matrix, Matrix]
 
 
-def _erf(x: Matrix) -> Matrix:
-    """erf to about 1e-7 (Abramowitz and Stegun 7.1.26); numpy has none and BERT's GELU
-    is the exact one, not the tanh approximation."""
-    sign = np.sign(x)
-    a = np.abs(x)
-    t = 1.0 / (1.0 + 0.3275911 * a)
-    poly = t * (
-        0.254829592 + t * (-0.284496736 + t * (1.421413741 + t * (-1.453152027 + t * 1.061405429)))
-    )
-    return (sign * (1.0 - poly * np.exp(-a * a))).astype(np.float32)  # type: ignore[no-any-return]
+_GELU_ROWS = 64  # rows per block: a block's temporaries stay in the CPU's cache
 
 
 def _gelu(x: Matrix) -> Matrix:
-    return (0.5 * x * (1.0 + _erf(x * np.float32(1 / math.sqrt(2))))).astype(np.float32)
+    """BERT's GELU, the exact one (x * Phi(x), not the tanh approximation), in place on
+    ``x``, with erf to about 1e-7 (Abramowitz and Stegun 7.1.26), which numpy lacks. The
+    arrays are the largest of the pass (tokens x 1536) and each step is a pass over memory,
+    so the work goes block by block, in place, where the temporaries stay in cache
+    (measured: about 3x faster than whole-array steps)."""
+    for start in range(0, x.shape[0], _GELU_ROWS):
+        _gelu_block(x[start : start + _GELU_ROWS])
+    return x
+
+
+def _gelu_block(x: Matrix) -> None:
+    z = np.abs(x)
+    z *= np.float32(1 / math.sqrt(2))
+    t = z * np.float32(0.3275911)
+    t += 1.0
+    np.reciprocal(t, out=t)
+    poly = t * np.float32(1.061405429)
+    for c in (-1.453152027, 1.421413741, -0.284496736, 0.254829592):
+        poly += np.float32(c)
+        poly *= t
+    np.square(z, out=z)
+    np.negative(z, out=z)
+    np.exp(z, out=z)
+    poly *= z  # 1 - erf(|x| / sqrt 2)
+    poly *= 0.5  # Phi(x) for x < 0; 1 - that for x >= 0
+    np.subtract(1.0, poly, out=poly, where=x >= 0)
+    x *= poly
 
 
 def _norm(x: Matrix, weight_bias: tuple[Matrix, Matrix], eps: float) -> Matrix:
@@ -200,20 +217,23 @@ class BertEmbedder:
         heads, size = self.heads, self.hidden // self.heads
         bias = ((1.0 - mask) * np.float32(-1e9))[:, None, None, :]  # padding is never attended
         scale = np.float32(1 / math.sqrt(size))
+        x = x.reshape(n * length, self.hidden)  # one GEMM per projection, not one per text
         for layer in self.layers:
-            qkv = x @ layer.qkv + layer.qkv_bias  # (n, length, 3 * hidden)
+            qkv = x @ layer.qkv + layer.qkv_bias  # (n * length, 3 * hidden)
             qkv = qkv.reshape(n, length, 3, heads, size).transpose(2, 0, 3, 1, 4)
             q, k, v = qkv[0], qkv[1], qkv[2]  # (n, heads, length, size)
             scores = (q @ k.transpose(0, 1, 3, 2)) * scale + bias
             scores -= scores.max(axis=-1, keepdims=True)
             probs = np.exp(scores)
             probs /= probs.sum(axis=-1, keepdims=True)
-            context = (probs @ v).transpose(0, 2, 1, 3).reshape(n, length, self.hidden)
+            context = (probs @ v).transpose(0, 2, 1, 3).reshape(n * length, self.hidden)
             x = _norm(x + context @ layer.out + layer.out_bias, layer.norm1, self.eps)
             hidden = _gelu(x @ layer.up + layer.up_bias)
             x = _norm(x + hidden @ layer.down + layer.down_bias, layer.norm2, self.eps)
+        x = x.reshape(n, length, self.hidden)
         if self.cls_pooling:
-            return x[:, 0]
+            first: Matrix = x[:, 0]
+            return first
         summed = (x * mask[:, :, None]).sum(axis=1)
         return (summed / np.maximum(mask.sum(axis=1, keepdims=True), 1.0)).astype(np.float32)  # type: ignore[no-any-return]
 
