@@ -21,6 +21,8 @@ BENCHES = {
     "beside_game": "bench.beside_game",
     "adapters": "bench.adapters",
     "voice": "bench.voice",
+    "embeddings": "bench.embeddings",
+    "retrieval": "bench.retrieval",
 }
 # `make bench` runs these; the others are named explicitly (`make bench ARGS=soak`).
 DEFAULT = [
