@@ -147,12 +147,28 @@ async def transcription(
         for one in [value] if isinstance(value, str) else value:
             form.add_field(name, one)
     headers = {k: v for k, v in up.headers(local_only).items() if k != "content-type"}
+    return await post_whole(
+        up, "/audio/transcriptions", form, headers, timeouts, local_only, "transcript"
+    )
+
+
+async def post_whole(
+    up: OpenAICompatible,
+    path: str,
+    data: aiohttp.FormData | bytes,
+    headers: dict[str, str],
+    timeouts: Timeouts,
+    local_only: bool,
+    what: str,
+) -> UpstreamFile:
+    """POST ``data`` to the upstream's ``path`` and read its whole answer, as it wrote it
+    (a transcript, embeddings); ``what`` names the answer in a timeout's message."""
     response: aiohttp.ClientResponse | None = None
     try:
         async with asyncio.timeout(timeouts.total):
             response = await up.session.post(
-                up.url + "/audio/transcriptions",
-                data=form,
+                up.url + path,
+                data=data,
                 headers=headers,
                 timeout=up.timeout(timeouts, timeouts.total),
                 allow_redirects=False,
@@ -163,7 +179,7 @@ async def transcription(
             raw = up.secrets.scrub_bytes(await response.read())
             media = response.headers.get("content-type", "application/json")
     except TRANSPORT_ERRORS as exc:
-        missed = f"sent no transcript within {timeouts.total:g}s"
+        missed = f"sent no {what} within {timeouts.total:g}s"
         raise from_transport(up.name, exc, up.secrets, missed=missed) from None
     finally:
         _close(response)

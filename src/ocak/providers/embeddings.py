@@ -8,16 +8,12 @@ proves it served locally with ``x-ocak-locality: local``. Providers of other API
 
 from __future__ import annotations
 
-import asyncio
 import json
 from typing import Any
 
-import aiohttp
-
 from ocak.config.gateway import Timeouts
-from ocak.providers.audio import UpstreamFile, check_status, compatible
+from ocak.providers.audio import UpstreamFile, compatible, post_whole
 from ocak.providers.base import Provider
-from ocak.providers.errors import TRANSPORT_ERRORS, from_transport
 
 
 async def embeddings(
@@ -30,25 +26,5 @@ async def embeddings(
     """POST ``payload`` (OpenAI's embeddings body) with the upstream's ``model``."""
     up = compatible(provider, "embeddings")
     body = json.dumps({**payload, "model": model}, ensure_ascii=False).encode()
-    response: aiohttp.ClientResponse | None = None
-    try:
-        async with asyncio.timeout(timeouts.total):
-            response = await up.session.post(
-                up.url + "/embeddings",
-                data=body,
-                headers=up.headers(local_only),
-                timeout=up.timeout(timeouts, timeouts.total),
-                allow_redirects=False,
-                proxy=up.proxy,
-            )
-            await check_status(up, response)
-            locality = up.answered_locality(response, local_only)
-            raw = up.secrets.scrub_bytes(await response.read())
-            media = response.headers.get("content-type", "application/json")
-    except TRANSPORT_ERRORS as exc:
-        missed = f"sent no embeddings within {timeouts.total:g}s"
-        raise from_transport(up.name, exc, up.secrets, missed=missed) from None
-    finally:
-        if response is not None:
-            response.close()
-    return UpstreamFile(raw, media, locality)
+    headers = up.headers(local_only)
+    return await post_whole(up, "/embeddings", body, headers, timeouts, local_only, "embeddings")

@@ -73,6 +73,17 @@ def check_text(value: Any, path: str = "") -> None:
             check_text(item, f"{path}.[{i}]")
 
 
+def admit_model(keys: KeyChecks, ctx: CallContext, model: str, backend: str | None = None) -> None:
+    """For calls whose body is not an OpenAI chat or completion (audio, embeddings,
+    character turns): the record learns the model (and a local backend), then the key's
+    permission (403) and limits (429)."""
+    ctx.record.model = model
+    if backend is not None:
+        ctx.record.backend, ctx.record.locality = backend, "local"
+    keys.permit(ctx.key, model)
+    keys.limit(ctx.key)
+
+
 def admit(settings: Settings, keys: KeyChecks, ctx: CallContext, body: ModelRequest) -> None:
     """403, 400 or 429 before any target is tried; the record learns the model first."""
     ctx.record.model = body.model

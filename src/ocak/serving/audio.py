@@ -33,7 +33,7 @@ from ocak.providers import audio as upstream_audio
 from ocak.providers.audio import AudioUpload
 from ocak.providers.base import Locality
 from ocak.providers.errors import TargetCannot
-from ocak.serving.admission import KeyChecks
+from ocak.serving.admission import KeyChecks, admit_model
 from ocak.serving.context import CallContext
 from ocak.store.keys import KeyInfo
 
@@ -148,9 +148,7 @@ class AudioServing:
         return [m for m in self.catalog.listed() if key is None or key.allows(m.id)]
 
     def _admit(self, ctx: CallContext, model: str, backend: str) -> None:
-        ctx.record.model, ctx.record.backend, ctx.record.locality = model, backend, "local"
-        self.keys.permit(ctx.key, model)
-        self.keys.limit(ctx.key)
+        admit_model(self.keys, ctx, model, backend)
 
     async def speech(
         self,
@@ -199,9 +197,7 @@ class AudioServing:
         return _spoken(chosen.sentences(text, speed=speed), encoder)
 
     def _admit_alias(self, ctx: CallContext, model: str) -> None:
-        ctx.record.model = model
-        self.keys.permit(ctx.key, model)
-        self.keys.limit(ctx.key)
+        admit_model(self.keys, ctx, model)
 
     async def _route_speech(
         self,

@@ -30,7 +30,7 @@ from ocak.gateway.router import LocalTarget, Router, Target
 from ocak.providers import embeddings as upstream
 from ocak.providers.base import Locality
 from ocak.providers.errors import TargetCannot
-from ocak.serving.admission import KeyChecks
+from ocak.serving.admission import KeyChecks, admit_model
 from ocak.serving.context import CallContext
 from ocak.store.keys import KeyInfo
 
@@ -165,9 +165,7 @@ class EmbeddingServing:
         return embedded.vectors
 
     def _admit(self, ctx: CallContext, model: str, name: str) -> None:
-        ctx.record.model, ctx.record.backend, ctx.record.locality = model, f"embed:{name}", "local"
-        self.keys.permit(ctx.key, model)
-        self.keys.limit(ctx.key)
+        admit_model(self.keys, ctx, model, f"embed:{name}")
 
     async def _local(
         self,
@@ -200,9 +198,7 @@ class EmbeddingServing:
     ) -> Embedded:
         """An alias's targets in order until one answers."""
         assert self.router is not None
-        ctx.record.model = model
-        self.keys.permit(ctx.key, model)
-        self.keys.limit(ctx.key)
+        admit_model(self.keys, ctx, model)
         record = ctx.record
 
         async def attempt(target: Target) -> tuple[Embedded, Locality]:

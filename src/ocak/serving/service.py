@@ -29,7 +29,7 @@ from ocak.protocol.openai import ChatCompletionRequest
 from ocak.protocol.record import RequestRecord
 from ocak.providers.base import Call, Endpoint, Locality, Upstream, UpstreamReply
 from ocak.providers.errors import TargetCannot
-from ocak.serving.admission import KeyChecks, ModelRequest, admit
+from ocak.serving.admission import KeyChecks, ModelRequest, admit, admit_model
 from ocak.serving.context import CallContext
 from ocak.serving.knowledge import KnowledgeServing, Retrieval
 from ocak.store.keys import KeyInfo
@@ -190,9 +190,7 @@ class ModelServing:
 
     def authorize(self, ctx: CallContext, model: str) -> None:
         """For calls whose body is not OpenAI's (character turns): permission and limits."""
-        ctx.record.model = model
-        self.keys.permit(ctx.key, model)
-        self.keys.limit(ctx.key)
+        admit_model(self.keys, ctx, model)
 
     async def serve(
         self, ctx: CallContext, body: ModelRequest, endpoint: Endpoint, raw: RawBody | None = None
