@@ -276,7 +276,9 @@ def test_barge_in_stops_the_answer_and_keeps_what_was_heard(
         heard = words(interrupted["heard"])
         assert heard and heard == words(first["text"])[: len(heard)], (heard, first["text"])
         # the player's cut-in is the next line, answered in turn
-        assert words(receive_until(ws, "transcript", seen)["text"]) == ["wait", "stop"]
+        # (Whisper tiny.en on Piper's voice, which varies per call: once it heard only "Stop.")
+        cut_heard = words(receive_until(ws, "transcript", seen)["text"])
+        assert "stop" in cut_heard and word_errors(["wait", "stop"], cut_heard) <= 1, cut_heard
         receive_until(ws, "done", seen)
     assert generating >= 1  # generation was still running when the player cut in
     turns = http.get(f"/v1/sessions/{sid}").json()["turns"]
