@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from ocak.errors import OcakError
+from ocak.sqlite import open_migrated
 
 # Each entry moves the schema from version i to i + 1, one statement per string.
 # Never edit a released entry: add a new one.
@@ -115,46 +116,4 @@ class KnowledgeDb:
 
 def open_knowledge_db(path: Path) -> sqlite3.Connection:
     """The file in WAL mode with foreign keys on, its schema brought up to date."""
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=5.0)
-    except (OSError, sqlite3.Error) as exc:
-        raise KnowledgeStoreError(f"cannot open the knowledge file {path}: {exc}") from exc
-    try:
-        conn.execute("PRAGMA journal_mode=WAL")
-        conn.execute("PRAGMA synchronous=NORMAL")
-        conn.execute("PRAGMA busy_timeout=5000")
-        conn.execute("PRAGMA foreign_keys=ON")
-        _migrate(conn, path)
-    except sqlite3.Error as exc:
-        conn.close()
-        raise KnowledgeStoreError(f"cannot use the knowledge file {path}: {exc}") from exc
-    except BaseException:
-        conn.close()
-        raise
-    return conn
-
-
-def _migrate(conn: sqlite3.Connection, path: Path) -> None:
-    """Apply the migrations the file lacks, each in its own transaction."""
-    version = int(conn.execute("PRAGMA user_version").fetchone()[0])
-    if version > SCHEMA_VERSION:
-        raise KnowledgeStoreError(
-            f"{path} has schema version {version}, newer than this ocak knows "
-            f"({SCHEMA_VERSION}); upgrade ocak"
-        )
-    while version < SCHEMA_VERSION:
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            current = int(conn.execute("PRAGMA user_version").fetchone()[0])
-            if current == version:  # else another process migrated while we waited
-                for statement in MIGRATIONS[version]:
-                    conn.execute(statement)
-                current = version + 1
-                conn.execute(f"PRAGMA user_version = {current}")
-            conn.execute("COMMIT")
-        except BaseException:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            raise
-        version = current
+    return open_migrated(path, MIGRATIONS, KnowledgeStoreError, "the knowledge file")

@@ -11,6 +11,7 @@ import sqlite3
 from pathlib import Path
 
 from ocak.errors import OcakError
+from ocak.sqlite import open_migrated
 
 # Each entry moves the schema from version i to i + 1. Never edit a released entry.
 MIGRATIONS: tuple[tuple[str, ...], ...] = (
@@ -39,49 +40,4 @@ class PromptStoreError(OcakError):
 
 def open_prompts_db(path: Path) -> sqlite3.Connection:
     """The file in WAL mode with foreign keys on, its schema brought up to date."""
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=5.0)
-    except (OSError, sqlite3.Error) as exc:
-        raise PromptStoreError(f"cannot open the prompts file {path}: {exc}") from exc
-    try:
-        for pragma in (
-            "journal_mode=WAL",
-            "synchronous=NORMAL",
-            "busy_timeout=5000",
-            "foreign_keys=ON",
-        ):
-            conn.execute(f"PRAGMA {pragma}")
-        _migrate(conn, path)
-    except sqlite3.Error as exc:
-        conn.close()
-        raise PromptStoreError(f"cannot use the prompts file {path}: {exc}") from exc
-    except BaseException:
-        conn.close()
-        raise
-    return conn
-
-
-def _migrate(conn: sqlite3.Connection, path: Path) -> None:
-    """Apply the migrations the file lacks, each in its own transaction."""
-    version = int(conn.execute("PRAGMA user_version").fetchone()[0])
-    if version > SCHEMA_VERSION:
-        raise PromptStoreError(
-            f"{path} has schema version {version}, newer than this ocak "
-            f"knows ({SCHEMA_VERSION}); upgrade ocak"
-        )
-    while version < SCHEMA_VERSION:
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            current = int(conn.execute("PRAGMA user_version").fetchone()[0])
-            if current == version:  # else another process migrated while we waited
-                for statement in MIGRATIONS[version]:
-                    conn.execute(statement)
-                current = version + 1
-                conn.execute(f"PRAGMA user_version = {current}")
-            conn.execute("COMMIT")
-        except BaseException:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            raise
-        version = current
+    return open_migrated(path, MIGRATIONS, PromptStoreError, "the prompts file")
