@@ -1,11 +1,12 @@
 """The ``ocak`` command: serve, doctor, run, chat, models, ps, keys, usage, characters, data,
-kb."""
+kb, prompts."""
 
 from __future__ import annotations
 
 import typer
 
 from ocak.cli import characters, data, doctor, kb, keys, models, ps, serve, talk, usage
+from ocak.cli import prompts as prompts_cli
 
 app = typer.Typer(
     name="ocak",
@@ -25,6 +26,7 @@ app.command("usage")(usage.usage)
 app.add_typer(characters.app, name="characters")
 app.add_typer(data.app, name="data")
 app.add_typer(kb.app, name="kb")
+app.add_typer(prompts_cli.app, name="prompts")
 
 
 def main() -> None:  # pragma: no cover - console entry point

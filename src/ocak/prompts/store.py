@@ -52,6 +52,7 @@ __all__ = [
     "PromptStoreError",
     "Rendered",
     "Version",
+    "to_yaml",
 ]
 
 _COLUMNS = "prompt, version, messages, variables, model, params, note, sha256, created_at"
@@ -158,7 +159,8 @@ class PromptStore:
         with self._read() as conn:
             old, new = _get(conn, prompt_id, a, None), _get(conn, prompt_id, b, None)
         texts = [
-            _yaml({k: v for k, v in x.to_dict().items() if k != "created_at"}) for x in (old, new)
+            to_yaml({k: v for k, v in x.to_dict().items() if k != "created_at"})
+            for x in (old, new)
         ]
         return "".join(
             difflib.unified_diff(
@@ -377,5 +379,6 @@ def _str(dumper: yaml.SafeDumper, value: str) -> yaml.ScalarNode:
 _Dumper.add_representer(str, _str)
 
 
-def _yaml(obj: object) -> str:
+def to_yaml(obj: object) -> str:
+    """YAML for people and diffs: keys in order, multi-line strings as blocks."""
     return yaml.dump(obj, Dumper=_Dumper, sort_keys=False, allow_unicode=True, width=1000)

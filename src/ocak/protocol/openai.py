@@ -11,7 +11,7 @@ import time
 import uuid
 from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from ocak.errors import InvalidRequest, UnsupportedParameter
 from ocak.protocol.generation import PENALTY_LAST_N, Adapter, GenerationRequest, Message
@@ -189,10 +189,33 @@ class _SamplingFields(_Request):
         return bool(self.stream_options and self.stream_options.include_usage)
 
 
+PROMPT_MODEL = "@prompt"  # the model of a request that names none: its prompt version's
+
+
+class PromptRef(BaseModel):
+    """A registry prompt a chat request is rendered from (ocak's extension): by version
+    number, by label (``production``), or its latest version."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    id: str = Field(min_length=1, max_length=64, description="The prompt's id.")
+    version: PositiveInt | None = Field(None, description="A version number.")
+    label: str | None = Field(None, max_length=32, description="A label: 'production', ...")
+    variables: dict[str, Any] = Field(
+        default_factory=dict, description="Values of the version's declared variables."
+    )
+
+
 class ChatCompletionRequest(_SamplingFields):
     """``POST /v1/chat/completions``."""
 
-    messages: list[ChatMessage] = Field(min_length=1)
+    prompt: PromptRef | None = Field(
+        None,
+        description="A registry prompt rendered server-side into the first messages; "
+        "its version's model and params apply where the request sets none.",
+    )
+    # With a ``prompt``, its rendered messages come first and these follow (may be none).
+    messages: list[ChatMessage] = Field(default_factory=list, validate_default=True)
     max_tokens: PositiveInt | None = None
     max_completion_tokens: PositiveInt | None = None
     tools: list[dict[str, Any]] | None = None
@@ -211,6 +234,21 @@ class ChatCompletionRequest(_SamplingFields):
         "prediction": (None,),
         "web_search_options": (None,),
     }
+
+    @model_validator(mode="before")
+    @classmethod
+    def _model_from_prompt(cls, data: Any) -> Any:
+        """A request with a prompt may leave the model to the prompt's version."""
+        if isinstance(data, dict) and data.get("prompt") is not None and "model" not in data:
+            return {**data, "model": PROMPT_MODEL}
+        return data
+
+    @field_validator("messages")
+    @classmethod
+    def _some_messages(cls, messages: list[ChatMessage], info: ValidationInfo) -> list[ChatMessage]:
+        if not messages and info.data.get("prompt") is None:
+            raise ValueError("a chat request needs at least one message (or a prompt)")
+        return messages
 
     def generation_request(self) -> GenerationRequest:
         """The engine request for the messages and sampling; ``structured.chat.plan_body``

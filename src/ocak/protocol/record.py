@@ -42,8 +42,14 @@ class RequestRecord:
     http_status: int = 200
     error_code: str | None = None
     finish_reason: str | None = None
-    # Request and response text, captured only when the operator logs content.
+    # Request and response text, captured only when the operator logs or stores content.
     content: dict[str, Any] | None = None
+    # The registry prompt version a chat request was rendered from ("npc-greeting@3"), and
+    # the messages it rendered into (what the model saw; datasets store these).
+    prompt: str | None = None
+    rendered: list[dict[str, Any]] | None = None
+    # The OpenTelemetry trace this request's spans belong to (32 hex digits), when traced.
+    trace_id: str | None = None
 
     @property
     def is_api(self) -> bool:

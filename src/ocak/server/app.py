@@ -39,6 +39,7 @@ from ocak.server.routes import (
     model_store,
     models,
     ollama,
+    prompts,
     voice,
 )
 from ocak.server.services import Services, build_services
@@ -113,7 +114,7 @@ def app_for(services: Services, *, on_fatal: FatalHook | None = None) -> FastAPI
     # Outermost: sees every request, including ones other middleware refuse.
     app.add_middleware(RequestTracking, sinks=services.sinks, late_sinks=services.late_sinks)
     routes = (
-        chat, completions, embeddings, knowledge, audio, model_store, models, health,
+        chat, completions, embeddings, knowledge, prompts, audio, model_store, models, health,
         characters, voice, admin, metrics, ollama, anthropic, kobold, llama_server,
     )  # fmt: skip
     for module in routes:

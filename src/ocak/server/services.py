@@ -32,6 +32,7 @@ from ocak.server.request_log import RequestLog
 from ocak.serving.audio import AudioServing, SpeechModels
 from ocak.serving.embeddings import Embedders, EmbeddingServing
 from ocak.serving.knowledge import KnowledgeServing
+from ocak.serving.prompts import PromptServing
 from ocak.serving.service import ModelServing
 from ocak.store.db import Database, database_path, open_database
 
@@ -48,6 +49,7 @@ class Services:
     audio: AudioServing  # and for speech in and out
     embeddings: EmbeddingServing  # and for embeddings
     knowledge: KnowledgeServing  # the knowledge bases (knowledge.db, opened on first use)
+    prompts: PromptServing  # the prompt registry (prompts.db, opened on first use)
     # Called with each request's record before its response ends (usage row, key charge)
     sinks: list[Sink] = field(default_factory=list)
     late_sinks: list[Sink] = field(default_factory=list)  # right after it (metrics, log)
@@ -94,6 +96,7 @@ class Services:
         await self.engines.close_all()
         await self.gateway.close()  # the providers' shared HTTP client
         self.knowledge.close()
+        self.prompts.close()
         if self._characters is not None:
             self._characters.db.close()
             self._characters = None
@@ -130,6 +133,7 @@ def build_services(
     auth = Authenticator(store, required=keys_required(settings))
     embeddings = EmbeddingServing(auth, embedders, gw.router)
     knowledge = KnowledgeServing(settings.data_dir, embeddings)
+    prompts = PromptServing(settings.data_dir)
     metrics = Metrics(engines, known=gw.knows)  # aliases are model names too, in labels
     return Services(
         settings=settings,
@@ -138,10 +142,11 @@ def build_services(
         auth=auth,
         metrics=metrics,
         gateway=gw,
-        serving=ModelServing(settings, auth, engines, gw.router, knowledge),
+        serving=ModelServing(settings, auth, engines, gw.router, knowledge, prompts),
         audio=AudioServing(settings, auth, speech, gw.router),
         embeddings=embeddings,
         knowledge=knowledge,
+        prompts=prompts,
         sinks=[Accounting(store, auth), *(sinks or [])],
         late_sinks=[metrics.observe, RequestLog(log_content=settings.log_content)],
         owns_db=db == "open",

@@ -18,6 +18,8 @@ class CallContext:
     asked_local: bool = False  # the caller (another ocak) demands local serving
     # The knowledge chunks retrieval put into the prompt (the response names them).
     retrieved: list[Any] = field(default_factory=list)
+    # The registry prompt version the request was rendered from (``prompts.Rendered``).
+    prompt: Any = None
 
     @property
     def local_only(self) -> bool:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import MISSING, fields, replace
-from typing import Any
+from typing import Any, TypeVar, cast
 
 from ocak.config import Settings, parse_keep_alive
 from ocak.engines.base import Engine
@@ -25,17 +25,19 @@ from ocak.gateway.adapters import merge
 from ocak.gateway.generation import chat_payload, remote_events
 from ocak.gateway.router import Alias, LocalTarget, RemoteTarget, Router, Served, Target
 from ocak.protocol.generation import GenerationEvent, GenerationRequest
-from ocak.protocol.openai import ChatCompletionRequest
+from ocak.protocol.openai import ChatCompletionRequest, CompletionRequest
 from ocak.protocol.record import RequestRecord
 from ocak.providers.base import Call, Endpoint, Locality, Upstream, UpstreamReply
 from ocak.providers.errors import TargetCannot
 from ocak.serving.admission import KeyChecks, ModelRequest, admit, admit_model
 from ocak.serving.context import CallContext
 from ocak.serving.knowledge import KnowledgeServing, Retrieval
+from ocak.serving.prompts import PromptServing
 from ocak.store.keys import KeyInfo
 from ocak.structured.chat import plan_body, plan_completion
 
 RawBody = Callable[[], Awaitable[dict[str, Any]]]
+AdmittedT = TypeVar("AdmittedT", bound=ChatCompletionRequest | CompletionRequest)
 
 
 def target_params(body: ModelRequest, target: Target) -> dict[str, Any]:
@@ -161,12 +163,14 @@ class ModelServing:
         engines: EngineRegistry,
         router: Router,
         knowledge: KnowledgeServing | None = None,
+        prompts: PromptServing | None = None,
     ) -> None:
         self.settings = settings
         self.keys = keys
         self.engines = engines
         self.router = router
         self.knowledge = knowledge  # retrieval into chat requests that name knowledge bases
+        self.prompts = prompts  # registry prompts rendered into chat requests that name one
 
     def retrieval(self, body: ModelRequest) -> Retrieval | None:
         """What the request (its ``knowledge`` field) or its alias asks to retrieve."""
@@ -184,9 +188,15 @@ class ModelServing:
             raise InvalidRequest("This server has no knowledge bases.", param="knowledge")
         return asked
 
-    def admit(self, ctx: CallContext, body: ModelRequest) -> None:
-        """Key permission, input caps, valid Unicode, limits: 403, 400, 429."""
+    def admit(self, ctx: CallContext, body: AdmittedT) -> AdmittedT:
+        """A chat request's registry prompt rendered (404, 400), then key permission, input
+        caps, valid Unicode, limits (403, 400, 429); the request to serve is returned."""
+        if isinstance(body, ChatCompletionRequest) and body.prompt is not None:
+            if self.prompts is None:
+                raise InvalidRequest("This server has no prompt registry.", param="prompt")
+            body = cast(AdmittedT, self.prompts.apply(ctx, body))
         admit(self.settings, self.keys, ctx, body)
+        return body
 
     def authorize(self, ctx: CallContext, model: str) -> None:
         """For calls whose body is not OpenAI's (character turns): permission and limits."""
@@ -198,6 +208,8 @@ class ModelServing:
         """Serve an admitted ``body`` with the first target that answers."""
         record = ctx.record
         record.stream = bool(body.stream)
+        if ctx.prompt is not None:
+            raw = None  # the rendered messages go upstream, not the client's JSON
         asked = self.retrieval(body)
         if asked is not None and isinstance(body, ChatCompletionRequest):
             assert self.knowledge is not None

@@ -29,6 +29,7 @@ from ocak.server.services import get_state
 from ocak.server.streaming import DONE, SSE_HEADERS, sse, sse_error, unless_disconnected
 from ocak.server.tracking import get_record
 from ocak.serving.knowledge import KNOWLEDGE
+from ocak.serving.prompts import PROMPT_HEADER, PromptServing
 
 router = APIRouter(tags=["chat"])
 
@@ -55,7 +56,9 @@ async def chat_completions(
     record = get_record(request)
     record.model, record.stream = body.model, bool(body.stream)
     serving, ctx = get_state(request).serving, http_context(request)
-    serving.admit(ctx, body)  # key may use the model (403), input caps (400), limits (429)
+    # A registry prompt rendered (404, 400); key may use the model (403), input caps (400),
+    # limits (429).
+    body = serving.admit(ctx, body)
     # The gateway picks the target (an alias's, or the local engine of that id) and waits
     # for its first chunk; a remote target's answer passes through as it came.
     served = await serving.serve(ctx, body, "chat", raw=request.json)
@@ -63,6 +66,9 @@ async def chat_completions(
     used = [u.to_dict() for u in ctx.retrieved]
     if used:  # which knowledge chunks the prompt held, also for streams and hosted answers
         headers[KNOWLEDGE] = json.dumps(used, separators=(",", ":"))
+    prompt = PromptServing.named(ctx)
+    if ctx.record.prompt is not None:  # the registry prompt version it was rendered from
+        headers[PROMPT_HEADER] = ctx.record.prompt
     primed = served.result
     if not isinstance(primed, Primed):
         return upstream_response(primed, record, body.include_usage, headers)
@@ -96,6 +102,7 @@ async def chat_completions(
         ],
         usage=usage_info(result.finished.usage),
         **({"knowledge": used} if used else {}),
+        **({"prompt": prompt} if prompt else {}),
     )
 
 
