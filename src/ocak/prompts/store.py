@@ -334,6 +334,8 @@ def _get(
         version = int(found[0])
     if version is None or version == latest.version:
         return latest
+    if not 1 <= version <= latest.version:  # also keeps huge numbers away from SQLite
+        raise PromptNotFound(f"The prompt '{prompt_id}' has no version {version}.")
     row = conn.execute(
         f"SELECT {_COLUMNS} FROM versions WHERE prompt = ? AND version = ?", (prompt_id, version)
     ).fetchone()

@@ -199,7 +199,7 @@ class PromptRef(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     id: str = Field(min_length=1, max_length=64, description="The prompt's id.")
-    version: PositiveInt | None = Field(None, description="A version number.")
+    version: PositiveInt | None = Field(None, le=2**31 - 1, description="A version number.")
     label: str | None = Field(None, max_length=32, description="A label: 'production', ...")
     variables: dict[str, Any] = Field(
         default_factory=dict, description="Values of the version's declared variables."

@@ -9,9 +9,9 @@ field (docs/prompts.md); these routes manage them.
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Depends, Path, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
 
 from ocak.errors import InvalidRequest
@@ -22,6 +22,8 @@ from ocak.server.routes.admin import ERRORS
 from ocak.server.services import get_state
 
 router = APIRouter(tags=["prompts"])
+MAX_VERSION = 2**31 - 1  # SQLite integers are 64-bit; no prompt has this many versions
+VersionNumber = Annotated[int, Path(ge=1, le=MAX_VERSION)]
 ADMIN = [Depends(require_admin)]
 
 
@@ -48,13 +50,15 @@ class CreateVersion(BaseModel):
 class SetLabel(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    version: int = Field(ge=1, description="The version the label points at from now on.")
+    version: int = Field(
+        ge=1, le=MAX_VERSION, description="The version the label points at from now on."
+    )
 
 
 class RenderBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    version: int | None = Field(None, ge=1)
+    version: int | None = Field(None, ge=1, le=MAX_VERSION)
     label: str | None = None
     variables: dict[str, Any] = Field(default_factory=dict)
 
@@ -160,7 +164,7 @@ async def show(prompt_id: str, request: Request) -> dict[str, Any]:
 
 
 @router.get("/v1/prompts/{prompt_id}/versions/{version}", responses=ERRORS)
-async def get_version(prompt_id: str, version: int, request: Request) -> dict[str, Any]:
+async def get_version(prompt_id: str, version: VersionNumber, request: Request) -> dict[str, Any]:
     """One version by number."""
     v = await asyncio.to_thread(_store(request).get, prompt_id, version=version)
     return version_json(v)
@@ -190,7 +194,10 @@ async def set_label(prompt_id: str, label: str, body: SetLabel, request: Request
 
 @router.get("/v1/prompts/{prompt_id}/diff", responses=ERRORS)
 async def diff(
-    prompt_id: str, request: Request, a: int = Query(ge=1), b: int = Query(ge=1)
+    prompt_id: str,
+    request: Request,
+    a: int = Query(ge=1, le=MAX_VERSION),
+    b: int = Query(ge=1, le=MAX_VERSION),
 ) -> dict[str, Any]:
     """A unified diff of two versions (their YAML)."""
     text = await asyncio.to_thread(_store(request).diff, prompt_id, a, b)
