@@ -67,6 +67,9 @@ def serve(
     log_content: bool = typer.Option(
         False, "--log-content", help="Log prompts and completions (off: never logged)."
     ),
+    store_content: bool = typer.Option(
+        False, "--store-content", help="Store chat requests and answers (ocak usage export)."
+    ),
     max_body_bytes: int = typer.Option(None, "--max-body-bytes", help="Largest request body."),
     max_messages: int = typer.Option(None, "--max-messages", help="Most messages per request."),
     max_tokens_limit: int = typer.Option(
@@ -103,6 +106,7 @@ def serve(
             allow_no_keys=allow_no_keys or None,
             metrics_public=metrics_public or None,
             log_content=log_content or None,
+            store_content=store_content or None,
             max_body_bytes=max_body_bytes,
             max_messages=max_messages,
             max_tokens_limit=max_tokens_limit,

@@ -25,6 +25,7 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from ocak.config.durations import Period
 from ocak.config.gateway import AliasConfig, ProviderConfig, RoutingConfig
 from ocak.errors import InvalidRequest
 
@@ -236,6 +237,20 @@ class Settings(BaseSettings):
     )
     max_body_bytes: int = Field(
         4 * 1024 * 1024, ge=1024, le=1 << 30, description="Largest request body (413 above)."
+    )
+    # Datasets from traffic (issue 20): chat requests and answers kept, with consent.
+    store_content: bool = Field(
+        False,
+        description="Store each completed chat request's messages and its answer in ocak.db "
+        "beside its usage row (keys and secrets redacted), for `ocak usage export`; off: "
+        "usage rows carry no content.",
+    )
+    content_retention: Period = Field(
+        30 * 86400.0,
+        gt=0,
+        le=10 * 366 * 86400,
+        description="How long stored content is kept: 90m, 12h, 30d, 2w or seconds; older "
+        "content is deleted at start and hourly.",
     )
     max_messages: int = Field(
         1024, ge=1, le=1_000_000, description="Most messages one chat request may carry."

@@ -44,6 +44,8 @@ class RequestRecord:
     finish_reason: str | None = None
     # Request and response text, captured only when the operator logs or stores content.
     content: dict[str, Any] | None = None
+    # With ``store_content``: a chat request's whole body and its answer, for the usage store.
+    exchange: dict[str, Any] | None = None
     # The registry prompt version a chat request was rendered from ("npc-greeting@3"), and
     # the messages it rendered into (what the model saw; datasets store these).
     prompt: str | None = None

@@ -1,9 +1,11 @@
-"""The usage record sink: one row per model request, committed before the response ends."""
+"""The usage record sink: one row per model request, committed before the response ends
+(with ``store_content``, its request and answer beside it: content.py)."""
 
 from __future__ import annotations
 
 from ocak.protocol.record import RequestRecord
 from ocak.server.auth import Authenticator
+from ocak.server.content import ContentKeeper
 from ocak.store.db import Database
 from ocak.store.usage import UsageRow, insert_usage
 
@@ -27,21 +29,28 @@ def usage_row(record: RequestRecord) -> UsageRow:
         http_status=record.http_status,
         error_code=record.error_code,
         finish_reason=record.finish_reason,
+        prompt=record.prompt,
     )
 
 
 class Accounting:
-    """Record sink: store the usage row (when there is a store) and charge the key's limits."""
+    """Record sink: store the usage row (when there is a store), and the request's content
+    when ``content`` keeps it, and charge the key's limits."""
 
-    def __init__(self, db: Database | None, auth: Authenticator) -> None:
+    def __init__(
+        self, db: Database | None, auth: Authenticator, content: ContentKeeper | None = None
+    ) -> None:
         self.db = db
         self.auth = auth
+        self.content = content
 
     def __call__(self, record: RequestRecord) -> None:
         if not record.is_api:
             return
         try:
             if self.db is not None:
-                insert_usage(self.db, usage_row(record))
+                usage_id = insert_usage(self.db, usage_row(record))
+                if self.content is not None and record.exchange is not None:
+                    self.content.keep(usage_id, record)
         finally:
             self.auth.charge(record)

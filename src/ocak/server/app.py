@@ -21,7 +21,7 @@ from ocak.config import Settings
 from ocak.engines.registry import EngineRegistry
 from ocak.gateway.service import Gateway
 from ocak.protocol.record import Sink
-from ocak.server import errors, stack
+from ocak.server import content, errors, stack
 from ocak.server.middleware import AssumeJson
 from ocak.server.routes import (
     admin,
@@ -93,10 +93,13 @@ def app_for(services: Services, *, on_fatal: FatalHook | None = None) -> FastAPI
             gc.freeze()
 
         loader = asyncio.create_task(load())
+        # Stored content past content_retention is deleted now and then hourly.
+        retention = content.retention_task(services.db, settings.content_retention)
         try:
             yield
         finally:
             loader.cancel()
+            await content.stop(retention)
             if grpc is not None:
                 await grpc.stop()  # its streams end before the engines close
             await services.close()  # engines, providers' client, both databases

@@ -4,7 +4,8 @@ The line carries who (key name, never the key), what (model, backend, path),
 and how it went (status, tokens, time to first token, duration). Headers are
 never logged, so neither are keys nor ``Authorization``. With ``log_content``
 the request body and the response text (for streams, the generated text put
-together from the SSE frames) are added, each cut at ``CONTENT_LIMIT`` bytes.
+together from the SSE frames) are added, each cut at ``CONTENT_LIMIT`` bytes. The same
+capture keeps chat requests whole for the usage store with ``store_content`` (content.py).
 """
 
 from __future__ import annotations
@@ -18,10 +19,10 @@ from typing import Any, TextIO
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ocak.protocol.record import RequestRecord
+from ocak.server.content import ANSWER_LIMIT, STORED_PATHS, AnswerStream, answer_from_json
 
 log = logging.getLogger("ocak.access")
 CONTENT_LIMIT = 16 * 1024
-STREAM_LIMIT = 1024 * 1024  # SSE bytes kept to rebuild a stream's text
 _CLIP = 200
 
 
@@ -83,26 +84,6 @@ def configure_access_log(stream: TextIO | None = None) -> None:
     log.propagate = False
 
 
-def _sse_text(body: bytes) -> str:
-    """The generated text of an SSE stream of chat or completion chunks."""
-    pieces: list[str] = []
-    for line in body.split(b"\n"):
-        if not line.startswith(b"data: ") or line == b"data: [DONE]":
-            continue
-        try:
-            payload = json.loads(line[6:])
-        except ValueError:
-            continue
-        for choice in payload.get("choices") or []:
-            delta = choice.get("delta") or {}
-            text = delta.get("content") if isinstance(delta, dict) else None
-            if text is None:
-                text = choice.get("text")
-            if isinstance(text, str):
-                pieces.append(text)
-    return "".join(pieces)
-
-
 def _decode(body: bytes) -> Any:
     text = body[:CONTENT_LIMIT].decode("utf-8", "replace")
     if len(body) <= CONTENT_LIMIT:
@@ -127,44 +108,81 @@ def _request_content(body: bytes, content_type: bytes) -> Any:
 
 
 class ContentCapture:
-    """Keep the request body and response text of model calls on the record (opt-in)."""
+    """Keep model calls' requests and answers on the record: clipped, for the log line
+    (``log``: ``log_content``); whole, for the usage store (``store``: ``store_content``,
+    chat requests only, the request up to ``max_request`` bytes, the answer up to
+    ``ANSWER_LIMIT``)."""
 
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(
+        self, app: ASGIApp, *, log: bool = True, store: bool = False, max_request: int = 0
+    ) -> None:
         self.app = app
+        self.log = log
+        self.store = store
+        self.max_request = max_request
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         record: RequestRecord | None = scope.get("state", {}).get("record")
         if scope["type"] != "http" or record is None or scope["method"] != "POST":
             await self.app(scope, receive, send)
             return
+        content_type = next((v for k, v in scope["headers"] if k == b"content-type"), b"")
+        keep = (
+            self.store
+            and scope["path"] in STORED_PATHS
+            and not content_type.startswith(b"multipart/")
+        )
+        if not (self.log or keep):
+            await self.app(scope, receive, send)
+            return
+        request_limit = max(self.max_request, CONTENT_LIMIT) if keep else CONTENT_LIMIT
+        answer_limit = ANSWER_LIMIT if keep else CONTENT_LIMIT
         request = bytearray()
         response = bytearray()
-        streaming = False
-        content_type = next((v for k, v in scope["headers"] if k == b"content-type"), b"")
+        stream: AnswerStream | None = None
+        truncated = done = False
 
         async def capture_receive() -> Message:
+            nonlocal truncated
             message = await receive()
-            if message["type"] == "http.request" and len(request) < CONTENT_LIMIT:
-                request.extend(message.get("body", b"")[: CONTENT_LIMIT - len(request)])
+            if message["type"] == "http.request":
+                body = message.get("body", b"")
+                room = request_limit - len(request)
+                truncated = truncated or len(body) > room
+                request.extend(body[: max(room, 0)])
             return message
 
         async def capture_send(message: Message) -> None:
-            nonlocal streaming
+            nonlocal stream, done
             if message["type"] == "http.response.start":
-                streaming = any(
+                if any(
                     k == b"content-type" and v.startswith(b"text/event-stream")
                     for k, v in message.get("headers", [])
-                )
-            elif message["type"] == "http.response.body":
-                if len(response) < (STREAM_LIMIT if streaming else CONTENT_LIMIT):
-                    response.extend(message.get("body", b""))
+                ):
+                    stream = AnswerStream(answer_limit)
+            elif message["type"] == "http.response.body" and not done:
                 body = message.get("body", b"")
+                if stream is not None:
+                    stream.feed(body)
+                elif len(response) <= answer_limit:
+                    response.extend(body)
                 if not message.get("more_body", False) or body.endswith(b"data: [DONE]\n\n"):
-                    text = _sse_text(bytes(response)) if streaming else _decode(bytes(response))
-                    if isinstance(text, str):
-                        text = text[:CONTENT_LIMIT]
-                    asked = _request_content(bytes(request), content_type)
-                    record.content = {"request": asked, "response": text}
+                    done = True  # before the record's sinks run (at this same message)
+                    if self.log:
+                        text = stream.text if stream is not None else _decode(bytes(response))
+                        if isinstance(text, str):
+                            text = text[:CONTENT_LIMIT]
+                        asked = _request_content(bytes(request[:CONTENT_LIMIT]), content_type)
+                        record.content = {"request": asked, "response": text}
+                    if keep and not truncated:
+                        answer = (
+                            stream.answer()
+                            if stream is not None
+                            else answer_from_json(bytes(response))
+                            if len(response) <= answer_limit
+                            else None
+                        )
+                        record.exchange = {"request": bytes(request), "answer": answer}
             await send(message)
 
         await self.app(scope, capture_receive, capture_send)

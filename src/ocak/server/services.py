@@ -26,6 +26,7 @@ from ocak.gateway.service import Gateway, build_gateway
 from ocak.protocol.record import Sink
 from ocak.server.accounting import Accounting
 from ocak.server.auth import Authenticator, keys_required
+from ocak.server.content import ContentKeeper
 from ocak.server.genkeys import Generations
 from ocak.server.metrics import Metrics
 from ocak.server.request_log import RequestLog
@@ -135,6 +136,9 @@ def build_services(
     knowledge = KnowledgeServing(settings.data_dir, embeddings)
     prompts = PromptServing(settings.data_dir)
     metrics = Metrics(engines, known=gw.knows)  # aliases are model names too, in labels
+    # Requests and answers beside usage rows, only with the operator's consent; redacted of
+    # the providers' keys (and every key shape) before they are written.
+    keeper = ContentKeeper(store, gw.secrets.scrub) if settings.store_content and store else None
     return Services(
         settings=settings,
         engines=engines,
@@ -147,7 +151,7 @@ def build_services(
         embeddings=embeddings,
         knowledge=knowledge,
         prompts=prompts,
-        sinks=[Accounting(store, auth), *(sinks or [])],
+        sinks=[Accounting(store, auth, keeper), *(sinks or [])],
         late_sinks=[metrics.observe, RequestLog(log_content=settings.log_content)],
         owns_db=db == "open",
     )

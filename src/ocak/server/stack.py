@@ -2,7 +2,7 @@
 
 Middleware, outer to inner: request tracking (app.py: runs the record sinks), the
 web guard (Host, Origin, CORS: 403/415), auth (401), body limit (413), content
-capture (only with ``log_content``), then the app.
+capture (only with ``log_content`` or ``store_content``), then the app.
 """
 
 from __future__ import annotations
@@ -22,8 +22,13 @@ from ocak.server.webguard import WebGuard, WebPolicy
 def install(app: FastAPI, state: Services) -> None:
     """Call after the innermost middleware and before request tracking is added."""
     settings = state.settings
-    if settings.log_content:
-        app.add_middleware(ContentCapture)
+    if settings.log_content or settings.store_content:
+        app.add_middleware(
+            ContentCapture,
+            log=settings.log_content,
+            store=settings.store_content,
+            max_request=settings.max_body_bytes,
+        )
     # an audio upload may be up to max_audio_bytes, plus its form's own few bytes
     uploads = {"/v1/audio/transcriptions": settings.max_audio_bytes + 64 * 1024}
     documents = {"/documents": settings.max_document_bytes + 64 * 1024}  # /v1/knowledge/KB/...

@@ -76,6 +76,20 @@ MIGRATIONS: tuple[str, ...] = (
     """
     ALTER TABLE keys ADD COLUMN admin INTEGER NOT NULL DEFAULT 0;
     """,
+    # 4: the registry prompt version a request was rendered from; and, only with the
+    # operator's consent (store_content), a chat request's messages and its answer beside
+    # its usage row (JSON, secrets redacted), deleted once content_retention has passed.
+    """
+    ALTER TABLE usage ADD COLUMN prompt TEXT;
+    CREATE TABLE usage_content (
+        usage_id INTEGER PRIMARY KEY REFERENCES usage(id) ON DELETE CASCADE,
+        ts REAL NOT NULL,
+        messages TEXT NOT NULL,
+        params TEXT NOT NULL,
+        answer TEXT NOT NULL
+    );
+    CREATE INDEX usage_content_ts ON usage_content(ts);
+    """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 

@@ -30,6 +30,7 @@ class UsageRow:
     http_status: int | None = None
     error_code: str | None = None
     finish_reason: str | None = None
+    prompt: str | None = None  # the registry prompt version it was rendered from
 
 
 def _clip(value: str | None) -> str | None:
@@ -42,13 +43,14 @@ def _clip(value: str | None) -> str | None:
 _INSERT = (
     "INSERT INTO usage (ts, request_id, key_id, key_name, model, backend, locality, stream,"
     " prompt_tokens, completion_tokens, ttft_ms, total_ms, status, http_status, error_code,"
-    " finish_reason) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    " finish_reason, prompt) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
 
 
-def insert_usage(db: Database, row: UsageRow) -> None:
-    """Commit one record (autocommit: durable against a killed process when this returns)."""
-    db.insert(
+def insert_usage(db: Database, row: UsageRow) -> int:
+    """Commit one record (autocommit: durable against a killed process when this returns);
+    its row id, which stored content is keyed by."""
+    return db.insert(
         _INSERT,
         (
             row.ts,
@@ -67,6 +69,7 @@ def insert_usage(db: Database, row: UsageRow) -> None:
             row.http_status,
             _clip(row.error_code),
             _clip(row.finish_reason),
+            _clip(row.prompt),
         ),
     )
 
@@ -75,7 +78,7 @@ def recent_usage(db: Database, limit: int = 100) -> list[UsageRow]:
     rows = db.execute(
         "SELECT ts, request_id, key_id, key_name, model, backend, locality, stream,"
         " prompt_tokens, completion_tokens, ttft_ms, total_ms, status, http_status, error_code,"
-        " finish_reason FROM usage ORDER BY id DESC LIMIT ?",
+        " finish_reason, prompt FROM usage ORDER BY id DESC LIMIT ?",
         (limit,),
     )
     names = [f.name for f in fields(UsageRow)]  # the SELECT above lists them in this order
