@@ -7,6 +7,7 @@ import typer
 
 from ocak.cli import characters, data, doctor, kb, keys, models, ps, serve, talk, usage
 from ocak.cli import prompts as prompts_cli
+from ocak.cli.eval import eval_suite
 
 app = typer.Typer(
     name="ocak",
@@ -27,6 +28,7 @@ app.add_typer(characters.app, name="characters")
 app.add_typer(data.app, name="data")
 app.add_typer(kb.app, name="kb")
 app.add_typer(prompts_cli.app, name="prompts")
+app.command("eval")(eval_suite)
 
 
 def main() -> None:  # pragma: no cover - console entry point
