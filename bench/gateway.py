@@ -3,6 +3,7 @@ called directly, in one run on one machine.
 
     python -m bench gateway            # writes its section of BENCHMARKS.md
     python -m bench.gateway --quick    # shorter phases, for a look
+    python -m bench.gateway --tracing  # tracing off and on, side by side (gateway_tracing.py)
 
 What runs (each in its own process): a stub OpenAI-compatible upstream answering in about
 4 ms (uvicorn, raw ASGI); ``ocak serve`` with an alias on that stub, an API key required
@@ -557,9 +558,17 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--quick", action="store_true", help="shorter phases (a quick look)")
     parser.add_argument("--no-litellm", action="store_true", help="ocak and the stub only")
+    parser.add_argument(
+        "--tracing", action="store_true", help="ocak with tracing off and on (gateway_tracing.py)"
+    )
     args = parser.parse_args(argv or [])  # `python -m bench gateway` runs it with defaults
     if args.what == "stub":
         serve_stub(args.port)
+        return
+    if args.tracing:
+        from bench.gateway_tracing import run
+
+        run(args.quick)
         return
     work = ROOT / "bench" / "out" / "gateway"
     shutil.rmtree(work, ignore_errors=True)

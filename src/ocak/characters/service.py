@@ -13,6 +13,10 @@ Turns of one session run one at a time (a per-session lock). The exchange (the
 input line and the packet) is committed before ``TurnDone`` is yielded, so an
 acknowledged turn is never lost; a turn that fails or is abandoned stores
 nothing.
+
+A traced turn is an ``invoke_agent {character}`` span, with its steps as children:
+``retrieval knowledge`` / ``retrieval memories``, ``summary`` (older turns folded into
+memory), and one ``packet`` per attempt at the answer, each holding its model call.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from ocak import telemetry
 from ocak.characters import prompt as P
 from ocak.characters import store
 from ocak.characters.api import (
@@ -80,6 +85,7 @@ from ocak.protocol.generation import (
     TextDelta,
 )
 from ocak.store.db import Database
+from ocak.telemetry import genai
 
 ATTEMPTS = 2  # one try and one retry
 log = logging.getLogger("ocak.characters")
@@ -376,8 +382,26 @@ class CharacterService:
                 authorize(speaker.model)
             model = await self.resolve(speaker.model, local_only=local_only)
             new = _lines(inp, speaker.id, session.player_name)
-            async for event in self._generate(session, speaker, members, new, model, inp):
-                yield event
+            span = telemetry.start(
+                f"invoke_agent {speaker.name}",
+                {
+                    genai.OPERATION: "invoke_agent",
+                    genai.AGENT_ID: speaker.id,
+                    genai.AGENT_NAME: speaker.name,
+                    genai.CONVERSATION: session_id,
+                    genai.REQUEST_MODEL: speaker.model,
+                },
+            )
+            failure: BaseException | None = None
+            try:
+                turn = self._generate(session, speaker, members, new, model, inp, span)
+                async for event in turn:
+                    yield event
+            except BaseException as exc:
+                failure = exc
+                raise
+            finally:
+                telemetry.finish(span, error=failure)
 
     async def _by_meaning(
         self, character_id: str, player_id: str, new: list[store.NewTurn]
@@ -387,6 +411,14 @@ class CharacterService:
         query = " ".join(t.text for t in new if t.kind != "character")
         if self.embed is None or not self.settings.recall_limit or not query.strip():
             return None
+        with telemetry.span("retrieval memories", {genai.OPERATION: "retrieval"}) as span:
+            found = await self._rank(character_id, player_id, query)
+            if span is not None:
+                span.set_attribute("ocak.memories", len(found))
+            return found
+
+    async def _rank(self, character_id: str, player_id: str, query: str) -> list[store.Memory]:
+        assert self.embed is not None  # _by_meaning asks only with one
         pool = store.memories_of(self.db, character_id, player_id, MEANING_POOL)
         if not pool:
             return []
@@ -411,7 +443,14 @@ class CharacterService:
         k = self.settings.knowledge_chunks
         if self.knowledge is None or not card.knowledge_bases or not query.strip() or not k:
             return []
-        found = await self.knowledge(card.knowledge_bases, query, k)
+        attributes = {
+            genai.OPERATION: "retrieval",
+            genai.DATA_SOURCE: ",".join(card.knowledge_bases),
+        }
+        with telemetry.span("retrieval knowledge", attributes) as span:
+            found = await self.knowledge(card.knowledge_bases, query, k)
+            if span is not None:
+                span.set_attribute("ocak.chunks", len(found))
         return [ActiveLore(-1, source, text, model.count_tokens(text)) for source, text in found]
 
     async def _generate(
@@ -422,6 +461,7 @@ class CharacterService:
         new: list[store.NewTurn],
         model: ServingModel,
         inp: TurnInput,
+        span: telemetry.Span | None = None,
     ) -> AsyncIterator[TurnEvent]:
         bound = packet_token_bound(card)
         if self.max_tokens_cap is not None and bound > self.max_tokens_cap:
@@ -433,8 +473,9 @@ class CharacterService:
             )
         room = model.context_length - bound
         budget = self.settings.history_budget
-        found = await self._knowledge(card, new, model)
-        by_meaning = await self._by_meaning(card.id, session.player_id, new)
+        with telemetry.active(span):
+            found = await self._knowledge(card, new, model)
+            by_meaning = await self._by_meaning(card.id, session.player_id, new)
         for used in self._folded.pop(session.id, []):
             yield used
         parts: P.PromptParts | None = None
@@ -443,7 +484,9 @@ class CharacterService:
             summarizing = fold(
                 self.db, session, card, members, model, keep, self.settings.summary_tokens
             )
-            async for usage_event in summarizing:
+            with telemetry.active(span):  # run whole under the turn's span, then reported
+                folded = [usage_event async for usage_event in summarizing]
+            for usage_event in folded:
                 yield usage_event
             parts = prompt_parts(
                 self.db, self.settings, session, card, members, new, model, by_meaning
@@ -472,51 +515,66 @@ class CharacterService:
                 seed=None if inp.seed is None else inp.seed + attempt,
                 constraint=constraint,
             )
-            events = model.generate(request)
+            step = telemetry.start("packet", {"ocak.attempt": attempt + 1}, parent=span)
+            valid: bool | None = None
+            failure: BaseException | None = None
             try:
-                first = await anext(events)  # admission errors raise here, before Speaking
-            except BaseException:
-                await _aclose(events)
+                events = model.generate(request)
+                try:
+                    with telemetry.active(step):  # the model call is the step's child
+                        first = await anext(events)  # admission errors raise here, before Speaking
+                except BaseException:
+                    await _aclose(events)
+                    raise
+                if attempt == 0:
+                    yield Speaking(card.id, card.name, model)
+                state = _Attempt()
+                async for piece in self._stream(first, events, state):
+                    yield piece
+                assert state.finished is not None
+                usage = state.finished.usage
+                totals.prompt_tokens += usage.prompt_tokens
+                totals.completion_tokens += usage.completion_tokens
+                totals.cached_tokens += usage.cached_tokens
+                totals.attempts += 1
+                yield Generated(usage, state.finished.reason)
+                try:
+                    if state.finished.reason == "length":
+                        raise PacketError(f"the packet did not complete within {bound} tokens")
+                    if state.finished.reason != "stop":
+                        raise PacketError(f"generation ended with '{state.finished.reason}'")
+                    packet = parse_packet("".join(state.raw), card)
+                except PacketError as exc:
+                    problem = str(exc)
+                    valid = False
+                    if attempt + 1 < ATTEMPTS and state.streamed:
+                        yield Reset(problem)
+                    continue
+                streamed = "".join(state.streamed)
+                if packet.text != streamed:
+                    if packet.text.startswith(streamed):
+                        yield TextPiece(packet.text[len(streamed) :])
+                    else:  # cannot happen with text first; a provider may order keys otherwise
+                        if streamed:
+                            yield Reset("text re-sent whole")
+                        yield TextPiece(packet.text)
+                valid = True
+                break
+            except BaseException as exc:
+                failure = exc
                 raise
-            if attempt == 0:
-                yield Speaking(card.id, card.name, model)
-            state = _Attempt()
-            async for piece in self._stream(first, events, state):
-                yield piece
-            assert state.finished is not None
-            usage = state.finished.usage
-            totals.prompt_tokens += usage.prompt_tokens
-            totals.completion_tokens += usage.completion_tokens
-            totals.cached_tokens += usage.cached_tokens
-            totals.attempts += 1
-            yield Generated(usage, state.finished.reason)
-            try:
-                if state.finished.reason == "length":
-                    raise PacketError(f"the packet did not complete within {bound} tokens")
-                if state.finished.reason != "stop":
-                    raise PacketError(f"generation ended with '{state.finished.reason}'")
-                packet = parse_packet("".join(state.raw), card)
-            except PacketError as exc:
-                problem = str(exc)
-                if attempt + 1 < ATTEMPTS and state.streamed:
-                    yield Reset(problem)
-                continue
-            streamed = "".join(state.streamed)
-            if packet.text != streamed:
-                if packet.text.startswith(streamed):
-                    yield TextPiece(packet.text[len(streamed) :])
-                else:  # cannot happen with text first; a provider may order keys otherwise
-                    if streamed:
-                        yield Reset("text re-sent whole")
-                    yield TextPiece(packet.text)
-            break
+            finally:
+                telemetry.finish(
+                    step, None if valid is None else {"ocak.valid": valid}, error=failure
+                )
         if packet is None:
             raise NoValidPacket(
                 f"The model '{model.model_id}' produced no valid packet for {card.name} "
                 f"after {ATTEMPTS} attempts: {problem}."
             )
         done = TurnDone(self._commit(session, card, new, packet, parts, model, totals, inp))
-        self._fold_soon(session, card, members, model)
+        with telemetry.active(span):  # the summary that follows belongs to this turn
+            self._fold_soon(session, card, members, model)
         yield done
 
     def _fold_soon(

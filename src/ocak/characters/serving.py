@@ -6,6 +6,7 @@ remote providers). Whatever serves a character gets the packet schema as a
 ``Constraint`` (local engines enforce it while decoding, remote providers get it
 as a ``json_schema`` response format) and its output is validated either way, so
 a provider that ignores the schema still yields a valid packet or a clear error.
+When the turn is traced, each model call is a ``chat {model}`` span (``traced``).
 """
 
 from __future__ import annotations
@@ -14,11 +15,13 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from ocak import telemetry
 from ocak.engines.base import Engine
 from ocak.engines.registry import EngineRegistry
 from ocak.gateway.router import LocalTarget, RemoteTarget, Served
-from ocak.protocol.generation import GenerationEvent, GenerationRequest
+from ocak.protocol.generation import Finished, GenerationEvent, GenerationRequest
 from ocak.serving.service import ModelServing
+from ocak.telemetry import genai
 
 # Assumed for a model whose window ocak cannot know (a remote provider's).
 REMOTE_CONTEXT = 8192
@@ -36,12 +39,77 @@ class ServingModel:
     context_length: int
     counter: Callable[[str], int]
     generator: Generate
+    # For spans: the provider and model that served (set once routed; an engine's kind).
+    provider: str = "ocak"
+    served_model: str | None = None
 
     def count_tokens(self, text: str) -> int:
         return self.counter(text)
 
     def generate(self, request: GenerationRequest) -> AsyncIterator[GenerationEvent]:
-        return self.generator(request)
+        if telemetry.current() is None:
+            return self.generator(request)
+        return traced(self, request)
+
+
+async def traced(model: ServingModel, request: GenerationRequest) -> AsyncIterator[GenerationEvent]:
+    """``model``'s generation as a ``chat {model}`` span, a child of the current span when
+    it starts: made current while the first event is awaited (routing, the gateway's
+    attempts, the engine's steps), then ended with the Finished event's usage."""
+    span = telemetry.start(
+        f"chat {model.model_id}",
+        {
+            genai.OPERATION: "chat",
+            genai.PROVIDER: model.provider,
+            genai.REQUEST_MODEL: model.model_id,
+            **genai.request_attributes(
+                max_tokens=request.max_tokens,
+                temperature=request.temperature,
+                top_p=request.top_p,
+                seed=request.seed,
+                stream=True,
+            ),
+        },
+    )
+    events = model.generator(request)
+    failure: BaseException | None = None
+    finished = False
+    done: dict[str, Any] = {}
+    try:
+        with telemetry.active(span):
+            first = await anext(events)
+        done.update(
+            {
+                genai.PROVIDER: model.provider,
+                genai.RESPONSE_MODEL: model.served_model or model.model_id,
+                genai.TARGET: model.backend,
+                genai.LOCALITY: model.locality,
+            }
+        )
+        event: GenerationEvent | None = first
+        while event is not None:
+            if isinstance(event, Finished):
+                finished = True
+                usage = event.usage
+                done.update(
+                    genai.usage_attributes(
+                        usage.prompt_tokens,
+                        usage.completion_tokens,
+                        event.reason,
+                        usage.cached_tokens,
+                    )
+                )
+            yield event
+            event = await anext(events, None)
+    except BaseException as exc:
+        # The consumer stopping at the Finished event (GeneratorExit) is no failure.
+        failure = None if finished and isinstance(exc, GeneratorExit) else exc
+        raise
+    finally:
+        close = getattr(events, "aclose", None)
+        if close is not None:
+            await close()
+        telemetry.finish(span, done, error=failure)
 
 
 class ModelResolver(Protocol):
@@ -74,6 +142,8 @@ def local_resolver(engines: EngineRegistry) -> ModelResolver:
             context_length=engine.info().context_length,
             counter=counter_of(engine),
             generator=lambda request: engines.generate(model_id, request),
+            provider=engine.kind,
+            served_model=engine.model_id,
         )
 
     return resolve
@@ -110,6 +180,7 @@ def serving_resolver(serving: ModelServing) -> ModelResolver:
 
         def served(result: Served[Any]) -> None:
             model.backend, model.locality = serving.served_backend(result)
+            model.provider, model.served_model = router.describe(result.target)
 
         return model
 

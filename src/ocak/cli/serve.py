@@ -78,6 +78,9 @@ def serve(
     shutdown_timeout: int = typer.Option(
         None, "--shutdown-timeout", help="Seconds streams may finish after SIGTERM."
     ),
+    otlp_endpoint: str = typer.Option(
+        None, "--otlp-endpoint", help="Send traces to this OTLP/HTTP receiver (docs/tracing.md)."
+    ),
 ) -> None:
     """Start the OpenAI-compatible server."""
     try:
@@ -111,6 +114,7 @@ def serve(
             max_messages=max_messages,
             max_tokens_limit=max_tokens_limit,
             shutdown_timeout=shutdown_timeout,
+            otlp_endpoint=otlp_endpoint,
         )
     except OcakError as exc:
         fail_on(exc, 2)

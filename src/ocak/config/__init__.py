@@ -6,9 +6,11 @@ YAML file share one validation, and a bad value names its field.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import sys
+import urllib.parse
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -114,6 +116,28 @@ def parse_size(value: Any) -> int | None:
 
 KeepAlive = Annotated[float | None, BeforeValidator(parse_keep_alive)]
 Size = Annotated[int | None, BeforeValidator(parse_size)]
+
+
+def parse_headers(value: Any) -> Any:
+    """HTTP headers as ``name=value,name2=value2`` (OTEL_EXPORTER_OTLP_HEADERS' spelling,
+    values percent-decoded) or a JSON object; a mapping as it is."""
+    if not isinstance(value, str):
+        return value
+    text = value.strip()
+    if text.startswith("{"):
+        return json.loads(text)  # a ValueError names the field
+    found: dict[str, str] = {}
+    for part in text.split(","):
+        if not part.strip():
+            continue
+        name, sep, item = part.partition("=")
+        if not sep or not name.strip():
+            raise ValueError(f"'{part.strip()}' is not name=value (headers: a=1,b=2 or JSON)")
+        found[name.strip()] = urllib.parse.unquote(item.strip())
+    return found
+
+
+Headers = Annotated[dict[str, str], NoDecode, BeforeValidator(parse_headers)]
 
 
 class ModelOptions(BaseModel):
@@ -252,6 +276,30 @@ class Settings(BaseSettings):
         description="How long stored content is kept: 90m, 12h, 30d, 2w or seconds; older "
         "content is deleted at start and hourly.",
     )
+    # Traces (issue 20): OpenTelemetry spans over OTLP/HTTP, only when an endpoint is set.
+    otlp_endpoint: str | None = Field(
+        None,
+        pattern=r"^https?://",
+        description="OTLP/HTTP receiver for traces (an OpenTelemetry Collector, Jaeger: "
+        "http://localhost:4318; /v1/traces is added unless given). Unset: no tracing. "
+        "OTEL_EXPORTER_OTLP_ENDPOINT is not read: exporting is ocak's own setting.",
+    )
+    otlp_headers: Headers = Field(
+        default_factory=dict,
+        repr=False,
+        description="Headers sent with each trace export (a hosted backend's key): "
+        "name=value,name2=value2 or a JSON object. Never logged, never in a span.",
+    )
+    trace_sample_ratio: float = Field(
+        1.0,
+        ge=0.0,
+        le=1.0,
+        description="Share of new traces recorded (0-1); a request whose caller sent a "
+        "traceparent follows the caller's sampling decision.",
+    )
+    service_name: str = Field(
+        "ocak", min_length=1, max_length=200, description="service.name of this server's spans."
+    )
     max_messages: int = Field(
         1024, ge=1, le=1_000_000, description="Most messages one chat request may carry."
     )
@@ -273,6 +321,19 @@ class Settings(BaseSettings):
         ge=1024,
         le=2**31,
         description="Largest upload of documents into a knowledge base in one request.",
+    )
+    max_tuning_file_bytes: int = Field(
+        64 * 2**20,
+        ge=1024,
+        le=512 * 2**20,
+        description="Largest fine-tuning training file (POST /v1/files).",
+    )
+    tuning_threads: int | None = Field(
+        None,
+        ge=1,
+        le=1024,
+        description="CPU threads a fine-tuning job trains with (default: half the cores), "
+        "at low priority, so chat requests keep theirs.",
     )
     keep_recordings: bool = Field(
         False,

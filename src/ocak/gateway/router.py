@@ -8,7 +8,9 @@ turn. A failure that another try may cure (connection error, timeout, 5xx, 429:
 ``falls_back``) is retried on the same target with exponential backoff and
 jitter, honouring ``Retry-After``, then handed to the next target; any other
 error is the answer. ``attempt`` returns once the target's first chunk has
-arrived, so nothing has reached the client while the router still chooses.
+arrived, so nothing has reached the client while the router still chooses. When the
+request is traced, each call of ``attempt`` is a span (``attempt {target}``) with its
+target, provider, outcome and error type.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
 from typing import Any, Generic, TypeVar
 
+from ocak import telemetry
 from ocak.config.gateway import RoutingConfig, Timeouts
 from ocak.engines.registry import EngineRegistry
 from ocak.errors import InvalidRequest, ModelNotFound, OcakError, Unavailable
@@ -28,6 +31,7 @@ from ocak.gateway.adapters import merge, split_name
 from ocak.protocol.generation import Adapter
 from ocak.providers.base import Locality, LocalityClass, Provider
 from ocak.providers.errors import LocalityRefused, TargetCannot, UpstreamTimeout, falls_back
+from ocak.telemetry import genai
 
 log = logging.getLogger("ocak.gateway")
 
@@ -223,7 +227,7 @@ class Router:
             raise ModelNotFound(
                 name, f"The base model '{stored.base}' of the adapter '{name}' does not exist."
             )
-        return with_adapters(found, (Adapter(name),), name)
+        return with_adapters(found, (Adapter(stored.name),), name)
 
     def _plain(self, name: str) -> Alias | None:
         """An alias, or a local engine id as a one-target alias."""
@@ -237,6 +241,15 @@ class Router:
             target = LocalTarget(name=f"local/{name}", engine=name)
             alias = self._direct[name] = Alias(name, [target], direct=True)
         return alias
+
+    def describe(self, target: Target) -> tuple[str, str]:
+        """The target's ``gen_ai.provider.name`` (a local engine's kind, a provider's preset
+        or type) and the model it is asked for (the engine id, the provider's model)."""
+        if isinstance(target, LocalTarget):
+            engine = self.engines.find(target.engine)
+            return (engine.kind if engine is not None else "ocak"), target.engine
+        config = target.provider.config
+        return config.preset or config.type, target.model
 
     def order(self, alias: Alias) -> list[Target]:
         """Targets by rank; replicas (equal rank) in a weighted random order."""
@@ -321,7 +334,7 @@ class Router:
         failure: OcakError | None = None
         for n in range(1 + target.retries):
             try:
-                result, locality = await attempt(target)
+                result, locality = await self._attempt(target, attempt, n)
             except TargetCannot as exc:  # not a failure of the target: try the next one
                 if breaker is not None:
                     breaker.release()
@@ -350,3 +363,35 @@ class Router:
         if breaker is not None:  # one failed request (its retries included) counts once
             breaker.failure()
         return None, failure
+
+    async def _attempt(self, target: Target, attempt: Attempt[T], n: int) -> tuple[T, Locality]:
+        """One call of ``attempt``; a span of its own when the request is traced."""
+        if telemetry.current() is None:
+            return await attempt(target)
+        provider, model = self.describe(target)
+        attributes: dict[str, Any] = {
+            genai.PROVIDER: provider,
+            genai.REQUEST_MODEL: model,
+            genai.TARGET: target.name,
+        }
+        if n:
+            attributes["ocak.retry"] = n
+        remote = isinstance(target, RemoteTarget)
+        kind = telemetry.SpanKind.CLIENT if remote else telemetry.SpanKind.INTERNAL
+        span = telemetry.start(f"attempt {target.name}", attributes, kind=kind)
+        try:
+            with telemetry.active(span):
+                result, locality = await attempt(target)
+        except TargetCannot:
+            telemetry.finish(
+                span, {genai.OUTCOME: "skipped"}
+            )  # not a failure: the next target serves
+            raise
+        except BaseException as exc:
+            failing = isinstance(exc, OcakError) and falls_back(exc)
+            cancelled = isinstance(exc, asyncio.CancelledError)
+            outcome = "failed" if failing else "cancelled" if cancelled else "error"
+            telemetry.finish(span, {genai.OUTCOME: outcome}, error=exc)
+            raise
+        telemetry.finish(span, {genai.OUTCOME: "served", genai.LOCALITY: locality})
+        return result, locality

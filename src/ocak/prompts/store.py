@@ -159,8 +159,7 @@ class PromptStore:
         with self._read() as conn:
             old, new = _get(conn, prompt_id, a, None), _get(conn, prompt_id, b, None)
         texts = [
-            to_yaml({k: v for k, v in x.to_dict().items() if k != "created_at"})
-            for x in (old, new)
+            to_yaml({k: v for k, v in x.to_dict().items() if k != "created_at"}) for x in (old, new)
         ]
         return "".join(
             difflib.unified_diff(

@@ -31,6 +31,7 @@ from ocak.server.routes import (
     chat,
     completions,
     embeddings,
+    fine_tuning,
     health,
     knowledge,
     kobold,
@@ -95,6 +96,7 @@ def app_for(services: Services, *, on_fatal: FatalHook | None = None) -> FastAPI
         loader = asyncio.create_task(load())
         # Stored content past content_retention is deleted now and then hourly.
         retention = content.retention_task(services.db, settings.content_retention)
+        services.tuning.start()  # a restart fails the job it interrupted; the queue runs
         try:
             yield
         finally:
@@ -115,10 +117,15 @@ def app_for(services: Services, *, on_fatal: FatalHook | None = None) -> FastAPI
     app.add_middleware(AssumeJson)
     stack.install(app, services)  # keys, web guard, body limit, content capture
     # Outermost: sees every request, including ones other middleware refuse.
-    app.add_middleware(RequestTracking, sinks=services.sinks, late_sinks=services.late_sinks)
+    app.add_middleware(
+        RequestTracking,
+        sinks=services.sinks,
+        late_sinks=services.late_sinks,
+        tracing=services.tracing,
+    )
     routes = (
-        chat, completions, embeddings, knowledge, prompts, audio, model_store, models, health,
-        characters, voice, admin, metrics, ollama, anthropic, kobold, llama_server,
+        chat, completions, embeddings, knowledge, prompts, fine_tuning, audio, model_store,
+        models, health, characters, voice, admin, metrics, ollama, anthropic, kobold, llama_server,
     )  # fmt: skip
     for module in routes:
         app.include_router(module.router)

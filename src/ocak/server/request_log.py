@@ -1,7 +1,8 @@
 """One JSON log line per request, with its id; content only when the operator asks.
 
 The line carries who (key name, never the key), what (model, backend, path),
-and how it went (status, tokens, time to first token, duration). Headers are
+and how it went (status, tokens, time to first token, duration), and with tracing on its
+OpenTelemetry ``trace_id`` (docs/tracing.md). Headers are
 never logged, so neither are keys nor ``Authorization``. With ``log_content``
 the request body and the response text (for streams, the generated text put
 together from the SSE frames) are added, each cut at ``CONTENT_LIMIT`` bytes. The same
@@ -57,6 +58,8 @@ def log_entry(record: RequestRecord, *, content: bool = False) -> dict[str, Any]
         )
     if record.error_code:
         entry["error_code"] = record.error_code
+    if record.trace_id is not None:  # with tracing on: this request's spans (docs/tracing.md)
+        entry["trace_id"] = record.trace_id
     if content and record.content is not None:
         entry["content"] = record.content
     return entry

@@ -4,7 +4,8 @@ HTTP routes and the gRPC servicer read the same ``Services`` (``app.state.ocak``
 the engines, the usage/keys database, the key checker, metrics, the record sinks,
 the gateway and the serving layer over them, and the character service. Nothing
 is a module global; ``close()`` (at shutdown) closes the engines, the providers'
-HTTP client and the databases it opened, checkpointing their WALs into the files.
+HTTP client and the databases it opened, checkpointing their WALs into the files, and
+sends the last batch of trace spans.
 """
 
 from __future__ import annotations
@@ -35,7 +36,9 @@ from ocak.serving.embeddings import Embedders, EmbeddingServing
 from ocak.serving.knowledge import KnowledgeServing
 from ocak.serving.prompts import PromptServing
 from ocak.serving.service import ModelServing
+from ocak.serving.tuning import FineTuning
 from ocak.store.db import Database, database_path, open_database
+from ocak.telemetry import Tracing
 
 
 @dataclass(eq=False)
@@ -51,6 +54,7 @@ class Services:
     embeddings: EmbeddingServing  # and for embeddings
     knowledge: KnowledgeServing  # the knowledge bases (knowledge.db, opened on first use)
     prompts: PromptServing  # the prompt registry (prompts.db, opened on first use)
+    tuning: FineTuning  # fine-tuning files and jobs (tuning.db, opened on first use)
     # Called with each request's record before its response ends (usage row, key charge)
     sinks: list[Sink] = field(default_factory=list)
     late_sinks: list[Sink] = field(default_factory=list)  # right after it (metrics, log)
@@ -60,6 +64,8 @@ class Services:
     # KoboldCpp's running generations by genkey (check and abort).
     generations: Generations = field(default_factory=Generations)
     owns_db: bool = True  # False: the caller's database, closed by the caller
+    # OpenTelemetry traces (off without settings.otlp_endpoint): flushed at close.
+    tracing: Tracing = field(default_factory=Tracing)
     _characters: CharacterService | None = None
     _closed: bool = False
 
@@ -98,11 +104,13 @@ class Services:
         await self.gateway.close()  # the providers' shared HTTP client
         self.knowledge.close()
         self.prompts.close()
+        await self.tuning.close()  # a job in progress stops and is marked failed
         if self._characters is not None:
             self._characters.db.close()
             self._characters = None
         if self.db is not None and self.owns_db:
             self.db.close()
+        await asyncio.to_thread(self.tracing.shutdown)  # the last spans (closing ones too)
 
 
 def build_services(
@@ -151,9 +159,11 @@ def build_services(
         embeddings=embeddings,
         knowledge=knowledge,
         prompts=prompts,
+        tuning=FineTuning(settings),
         sinks=[Accounting(store, auth, keeper), *(sinks or [])],
         late_sinks=[metrics.observe, RequestLog(log_content=settings.log_content)],
         owns_db=db == "open",
+        tracing=Tracing.from_settings(settings),
     )
 
 

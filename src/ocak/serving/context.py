@@ -20,6 +20,8 @@ class CallContext:
     retrieved: list[Any] = field(default_factory=list)
     # The registry prompt version the request was rendered from (``prompts.Rendered``).
     prompt: Any = None
+    # The model call's span (``chat {model}``, ocak.telemetry) when the request is traced.
+    span: Any = None
 
     @property
     def local_only(self) -> bool:

@@ -24,12 +24,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ocak import telemetry
 from ocak.engines.embedding import BUNDLED_EMBEDDER
 from ocak.errors import InvalidRequest
 from ocak.knowledge.store import AddResult, DocInfo, Hit, KbInfo, KnowledgeStore, SearchMode
 from ocak.protocol.openai import ChatCompletionRequest
 from ocak.serving.context import CallContext
 from ocak.serving.embeddings import EmbeddingServing
+from ocak.telemetry import genai
 
 KNOWLEDGE = "x-ocak-knowledge"  # the response header naming the chunks a prompt held
 DEFAULT_K = 4
@@ -202,7 +204,11 @@ class KnowledgeServing:
         if last is None:
             return type(body).model_validate(data), []
         question = body.messages[last].text(last)
-        used = await self.retrieve(ctx, asked, question)
+        attributes = {genai.OPERATION: "retrieval", genai.DATA_SOURCE: ",".join(asked.bases)}
+        with telemetry.span("retrieval knowledge", attributes) as span:
+            used = await self.retrieve(ctx, asked, question)
+            if span is not None:
+                span.set_attribute("ocak.chunks", len(used))
         if used:
             message = dict(data["messages"][last])
             message["content"] = f"{context_message(used)}\n\n{question}"

@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import MISSING, fields, replace
 from typing import Any, TypeVar, cast
 
+from ocak import telemetry
 from ocak.config import Settings, parse_keep_alive
 from ocak.engines.base import Engine
 from ocak.engines.registry import AdapterFile, EngineRegistry
@@ -29,6 +30,7 @@ from ocak.protocol.openai import ChatCompletionRequest, CompletionRequest
 from ocak.protocol.record import RequestRecord
 from ocak.providers.base import Call, Endpoint, Locality, Upstream, UpstreamReply
 from ocak.providers.errors import TargetCannot
+from ocak.serving import spans
 from ocak.serving.admission import KeyChecks, ModelRequest, admit, admit_model
 from ocak.serving.context import CallContext
 from ocak.serving.knowledge import KnowledgeServing, Retrieval
@@ -190,12 +192,16 @@ class ModelServing:
 
     def admit(self, ctx: CallContext, body: AdmittedT) -> AdmittedT:
         """A chat request's registry prompt rendered (404, 400), then key permission, input
-        caps, valid Unicode, limits (403, 400, 429); the request to serve is returned."""
-        if isinstance(body, ChatCompletionRequest) and body.prompt is not None:
-            if self.prompts is None:
-                raise InvalidRequest("This server has no prompt registry.", param="prompt")
-            body = cast(AdmittedT, self.prompts.apply(ctx, body))
-        admit(self.settings, self.keys, ctx, body)
+        caps, valid Unicode, limits (403, 400, 429); the request to serve is returned.
+        When traced, the request's ``chat {model}`` span begins here (serving/spans.py)."""
+        ctx.span = spans.model_call(body)
+        with telemetry.active(ctx.span), telemetry.span("admission"):
+            if isinstance(body, ChatCompletionRequest) and body.prompt is not None:
+                if self.prompts is None:
+                    raise InvalidRequest("This server has no prompt registry.", param="prompt")
+                body = cast(AdmittedT, self.prompts.apply(ctx, body))
+            admit(self.settings, self.keys, ctx, body)
+        spans.admitted(ctx.span, body)
         return body
 
     def authorize(self, ctx: CallContext, model: str) -> None:
@@ -213,7 +219,8 @@ class ModelServing:
         asked = self.retrieval(body)
         if asked is not None and isinstance(body, ChatCompletionRequest):
             assert self.knowledge is not None
-            body, ctx.retrieved = await self.knowledge.augment(ctx, body, asked)
+            with telemetry.active(ctx.span):
+                body, ctx.retrieved = await self.knowledge.augment(ctx, body, asked)
             raw = None  # the prompt with the chunks goes upstream, not the client's JSON
         client_json: dict[str, Any] | None = None
         keep_alive = requested_keep_alive(body)
@@ -243,8 +250,10 @@ class ModelServing:
             upstream = await send(target, payload, endpoint, bool(body.stream), ctx.local_only)
             return upstream, upstream.locality
 
-        served = await self.router.run(body.model, attempt, local_only=ctx.local_only)
+        with telemetry.active(ctx.span):  # the attempts are the request span's children
+            served = await self.router.run(body.model, attempt, local_only=ctx.local_only)
         record.locality = served.locality
+        spans.served(ctx.span, self.router, served)
         return served
 
     async def events(

@@ -2,6 +2,8 @@
 
 Loading happens in a worker thread; generation runs in the scheduler's decode
 thread, so the event loop (``/health``, other routes) never waits on the model.
+A traced request gets its queue, prefill and decode spans once its generation is over,
+from the job's timestamps (the decode thread does no tracing work).
 """
 
 from __future__ import annotations
@@ -9,9 +11,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+from ocak import telemetry
 from ocak.config import Settings
 from ocak.engines.llamacpp.adapters import NONE, AdapterCache, LoraSet
 from ocak.engines.llamacpp.model import LlamaModel
@@ -22,6 +26,7 @@ from ocak.protocol.generation import (
     GenerationEvent,
     GenerationRequest,
 )
+from ocak.telemetry import genai
 
 log = logging.getLogger("ocak.llamacpp")
 
@@ -141,15 +146,53 @@ class LlamaCppEngine(ThreadedEngine[LlamaModel, Scheduler]):
             repeat_last_n=request.repeat_last_n,
         )
 
+        where = telemetry.capture()  # the span this generation's steps belong to, if traced
+        jobs: list[Job] = []
+
         def start(emit: Emit) -> Job:
             job = Job(
                 tokens, max_tokens, params, request.stop, emit, deadline, mask=mask, lora=lora
             )
+            job.submitted_at = time.monotonic()
             scheduler.submit(job)
+            jobs.append(job)
             return job
 
-        async for event in bridge(start, scheduler.cancel):
-            yield event
+        try:
+            async for event in bridge(start, scheduler.cancel):
+                yield event
+        finally:
+            if where is not None and jobs:
+                stage_spans(where, jobs[0])
+
+
+def stage_spans(where: telemetry.Captured, job: Job) -> None:
+    """The job's time waiting for a sequence, computing its prompt, and generating, as
+    spans that meet end to start (a stage it never reached is left out; one cut short
+    ends now)."""
+    now, offset = time.monotonic(), telemetry.clock_offset()
+    reason = job.reason or "cancelled"
+    admitted = job.admitted_at or None
+    queued = {"ocak.admitted": admitted is not None}
+    telemetry.past(where, "queue", job.submitted_at, admitted or now, queued, offset=offset)
+    if admitted is None:
+        return
+    first = job.first_token_at or None
+    ended = job.finished_at or now
+    prompt = {
+        genai.INPUT_TOKENS: len(job.tokens),
+        genai.CACHED_INPUT_TOKENS: job.cached,
+        "ocak.prefill_tokens": len(job.tokens) - job.cached,
+    }
+    telemetry.past(where, "prefill", admitted, first or ended, prompt, offset=offset)
+    if first is None:
+        return
+    output = {
+        genai.OUTPUT_TOKENS: job.generated,
+        genai.FINISH_REASONS: (reason,),
+        "ocak.tokens_per_second": round(job.generated / max(ended - first, 1e-9), 2),
+    }
+    telemetry.past(where, "decode", first, ended, output, offset=offset)
 
 
 def from_spec(model_id: str, path: Path, settings: Settings) -> LlamaCppEngine:

@@ -78,8 +78,13 @@ class Job:
     last_token: int | None = None
     utf8: Utf8Stream = field(default_factory=Utf8Stream)
     stops: StopMatcher | None = None
+    # time.monotonic() readings: set once per job, never per token; the engine turns them
+    # into the request's queue, prefill and decode spans when it is traced.
+    submitted_at: float = 0.0
     admitted_at: float = 0.0
     first_token_at: float = 0.0
+    finished_at: float = 0.0
+    reason: str = ""  # why it ended: stop, length, cancelled, error
 
 
 @dataclass(eq=False)
@@ -463,6 +468,7 @@ class Scheduler(JobQueue[Job]):
 
     def _finish(self, job: Job, reason: FinishReason) -> None:
         slot = job.slot
+        job.finished_at, job.reason = time.monotonic(), reason  # before Finished is seen
         if reason != "cancelled" and job.stops is not None and not job.stops.stopped:
             rest = job.stops.feed(job.utf8.flush()) + job.stops.flush()
             if rest:
@@ -474,6 +480,7 @@ class Scheduler(JobQueue[Job]):
         self._release(job, slot)
 
     def _fail(self, job: Job, error: OcakError) -> None:
+        job.finished_at, job.reason = time.monotonic(), "error"
         job.emit(error)
         slot = job.slot
         if slot is not None:

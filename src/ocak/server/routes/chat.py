@@ -28,6 +28,7 @@ from ocak.server.proxy import http_context, served_headers, upstream_response
 from ocak.server.services import get_state
 from ocak.server.streaming import DONE, SSE_HEADERS, sse, sse_error, unless_disconnected
 from ocak.server.tracking import get_record
+from ocak.serving import spans
 from ocak.serving.knowledge import KNOWLEDGE
 from ocak.serving.prompts import PROMPT_HEADER, PromptServing
 
@@ -73,6 +74,7 @@ async def chat_completions(
     if not isinstance(primed, Primed):
         return upstream_response(primed, record, body.include_usage, headers)
     cid, created = new_id("chatcmpl"), now()
+    spans.response_id(ctx.span, cid)  # gen_ai.response.id, when traced
     if body.stream:
         frames = chat_frames(primed, cid, created, body.model, body.include_usage)
         return StreamingResponse(

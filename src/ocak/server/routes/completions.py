@@ -23,6 +23,7 @@ from ocak.server.routes.chat import ERRORS, usage_info
 from ocak.server.services import get_state
 from ocak.server.streaming import DONE, SSE_HEADERS, sse, sse_error, unless_disconnected
 from ocak.server.tracking import get_record
+from ocak.serving import spans
 
 router = APIRouter(tags=["completions"])
 
@@ -40,6 +41,7 @@ async def completions(body: CompletionRequest, request: Request, response: Respo
     if not isinstance(primed, Primed):
         return upstream_response(primed, record, body.include_usage, headers)
     cid, created = new_id("cmpl"), now()
+    spans.response_id(ctx.span, cid)  # gen_ai.response.id, when traced
     if body.stream:
         frames = completion_frames(primed, cid, created, body.model, body.include_usage)
         return StreamingResponse(
