@@ -128,6 +128,14 @@ class ModelNotFound(NotFound):
         self.model = model
 
 
+class Conflict(OcakError):
+    """The request contradicts the state of what it names (a finished job cancelled)."""
+
+    status = 409
+    type = "invalid_request_error"
+    code = "conflict"
+
+
 class RateLimited(OcakError):
     status = 429
     type = "rate_limit_error"

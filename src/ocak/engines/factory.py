@@ -54,7 +54,7 @@ class StoreCatalog:
 
     def adapters(self) -> list[AdapterFile]:
         return [
-            AdapterFile(m.name, m.path, m.manifest.base)
+            AdapterFile(m.name, m.path, m.manifest.base, m.manifest.display_name)
             for m in self.store.models()
             if m.manifest.kind == "adapter"
         ]

@@ -43,6 +43,7 @@ class AdapterFile:
     name: str
     path: Path
     base: str | None = None
+    display: str | None = None  # a second name (a fine-tuned model's ft:BASE:ORG:SUFFIX:ID)
 
 
 class Catalog(Protocol):
@@ -194,7 +195,7 @@ class EngineRegistry:
         return self.catalog.adapters() if self.catalog is not None else []
 
     def adapter(self, name: str) -> AdapterFile | None:
-        return next((a for a in self.adapters() if a.name == name), None)
+        return next((a for a in self.adapters() if name in (a.name, a.display)), None)
 
     def residency(self, model_id: str) -> Residency | None:
         return self._res.get(model_id)

@@ -72,6 +72,11 @@ class Manifest(BaseModel):
         default_factory=dict, description="Sampling parameters the model's authors recommend."
     )
     base: str | None = Field(None, description="For an adapter: the model it applies to.")
+    display_name: str | None = Field(
+        None,
+        description="Another name clients may use that is no file name (a fine-tuned "
+        "model's ft:BASE:ORG:SUFFIX:ID).",
+    )
     created: float = Field(default_factory=time.time)
 
     @computed_field  # type: ignore[prop-decorator]

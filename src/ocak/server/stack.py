@@ -30,7 +30,10 @@ def install(app: FastAPI, state: Services) -> None:
             max_request=settings.max_body_bytes,
         )
     # an audio upload may be up to max_audio_bytes, plus its form's own few bytes
-    uploads = {"/v1/audio/transcriptions": settings.max_audio_bytes + 64 * 1024}
+    uploads = {
+        "/v1/audio/transcriptions": settings.max_audio_bytes + 64 * 1024,
+        "/v1/files": settings.max_tuning_file_bytes + 64 * 1024,  # fine-tuning data
+    }
     documents = {"/documents": settings.max_document_bytes + 64 * 1024}  # /v1/knowledge/KB/...
     app.add_middleware(
         BodyLimit, max_bytes=settings.max_body_bytes, per_path=uploads, per_suffix=documents
