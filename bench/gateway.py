@@ -350,8 +350,10 @@ def start_stub() -> Target:
     return Target("direct", proc.url, "stub-model", process=proc.wait(60))
 
 
-def start_ocak(stub: Target, work: Path) -> Target:
-    data = work / "ocak-data"
+def start_ocak(stub: Target, work: Path, name: str = "ocak", extra: str = "") -> Target:
+    """``ocak serve`` with the benchmark's alias on the stub, in its own data folder;
+    ``extra``: more lines of its YAML configuration (the tracing benchmark's endpoint)."""
+    data = work / f"{name}-data"
     data.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "OCAK_DATA_DIR": str(data)}
     key = subprocess.run(
@@ -361,22 +363,22 @@ def start_ocak(stub: Target, work: Path) -> Target:
         env=env,
         check=True,
     ).stdout.strip()
-    config = work / "ocak.yaml"
+    config = work / f"{name}.yaml"
     config.write_text(
         "model: [default]\nparallel: 1\nctx_size: 256\n"
         "providers:\n"
         f"  stub: {{type: openai, preset: vllm, base_url: '{stub.url}/v1'}}\n"
         "models:\n"
-        "  bench: {targets: [{provider: stub, model: stub-model}]}\n"
+        "  bench: {targets: [{provider: stub, model: stub-model}]}\n" + extra
     )
     port = free_port()
     os.environ["OCAK_DATA_DIR"] = str(data)  # Process passes the environment on
     proc = Process(
-        "ocak",
+        name,
         [sys.executable, "-m", "ocak", "serve", "--config", str(config), "--port", str(port)],
         port,
     )
-    return Target("ocak", proc.url, "bench", key=key, process=proc.wait(300))
+    return Target(name, proc.url, "bench", key=key, process=proc.wait(300))
 
 
 def litellm_binary() -> Path | None:

@@ -21,7 +21,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import subprocess
 import sys
 import timeit
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -29,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.common import ROOT, Process, free_port, header, table, write_section
-from bench.gateway import LATENCY_RATE, OCAK_KEY_NAME, Phase, Target, open_loop, start_stub
+from bench.gateway import LATENCY_RATE, Phase, Target, open_loop, start_ocak, start_stub
 
 ROUNDS, SECONDS = 3, 8.0
 QUICK_ROUNDS, QUICK_SECONDS = 1, 4.0
@@ -83,36 +82,6 @@ def collector_counts(url: str) -> dict[str, int]:
 
 
 # -- the servers -------------------------------------------------------------------------
-
-
-def start_ocak(name: str, stub: Target, work: Path, extra: str = "") -> Target:
-    """``ocak serve`` with the gateway benchmark's alias on the stub (its own data dir)."""
-    data = work / f"{name}-data"
-    data.mkdir(parents=True, exist_ok=True)
-    env = {**os.environ, "OCAK_DATA_DIR": str(data)}
-    key = subprocess.run(
-        [sys.executable, "-m", "ocak", "keys", "create", "--name", OCAK_KEY_NAME],
-        capture_output=True,
-        text=True,
-        env=env,
-        check=True,
-    ).stdout.strip()
-    config = work / f"{name}.yaml"
-    config.write_text(
-        "model: [default]\nparallel: 1\nctx_size: 256\n"
-        "providers:\n"
-        f"  stub: {{type: openai, preset: vllm, base_url: '{stub.url}/v1'}}\n"
-        "models:\n"
-        "  bench: {targets: [{provider: stub, model: stub-model}]}\n" + extra
-    )
-    port = free_port()
-    os.environ["OCAK_DATA_DIR"] = str(data)  # Process passes the environment on
-    proc = Process(
-        name,
-        [sys.executable, "-m", "ocak", "serve", "--config", str(config), "--port", str(port)],
-        port,
-    )
-    return Target(name, proc.url, "bench", key=key, process=proc.wait(300))
 
 
 def cpu_seconds(target: Target) -> float:
@@ -312,8 +281,8 @@ def run(quick: bool) -> None:
             port,
             ready_path="/count",
         ).wait(60)
-        started.append(start_ocak("tracing-off", stub, work))
-        started.append(start_ocak("tracing-on", stub, work, f"otlp_endpoint: '{collector.url}'\n"))
+        started.append(start_ocak(stub, work, "tracing-off"))
+        started.append(start_ocak(stub, work, "tracing-on", f"otlp_endpoint: '{collector.url}'\n"))
         rounds, seconds = (QUICK_ROUNDS, QUICK_SECONDS) if quick else (ROUNDS, SECONDS)
         results = asyncio.run(measure(started, rounds, seconds))
         for t in started:  # SIGTERM: the traced server sends its last batch as it stops

@@ -10,7 +10,6 @@ with an error, recorded as a failed sample, never an exception.
 from __future__ import annotations
 
 import asyncio
-import email.utils
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -20,6 +19,7 @@ import httpx
 
 from ocak.errors import AuthenticationError, Unavailable
 from ocak.evals.base import Answer, HelperError, ToolCallOut
+from ocak.providers.errors import retry_after
 
 RETRIED = (429, 503)
 Sleep = Callable[[float], Awaitable[None]]
@@ -66,21 +66,6 @@ class Reply:
             )
         except (KeyError, IndexError, TypeError, AttributeError):
             return None
-
-
-def retry_after(value: str | None) -> float | None:
-    """Seconds from a ``Retry-After`` header: a number, or an HTTP date."""
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, when.timestamp() - time.time())
 
 
 def error_message(response: httpx.Response) -> str:
@@ -176,7 +161,7 @@ class EvalClient:
                 and attempts <= self.max_retries
                 and _code(response) != "insufficient_quota"
             ):
-                hinted = retry_after(response.headers.get("retry-after"))
+                hinted = retry_after(response.headers)
                 fallback = 0.5 * 2 ** (attempts - 1)
                 delay = min(self.max_wait, hinted if hinted is not None else fallback)
                 await self.sleep(delay)

@@ -23,9 +23,10 @@ from eval_helpers import ADD, CAPITAL, CITY_JSON, eval_server
 from helpers import free_port
 from ocak.cli.main import app
 from ocak.evals.checkpoint import Checkpoint, checkpoint_path
-from ocak.evals.client import EvalClient, retry_after
+from ocak.evals.client import EvalClient
 from ocak.evals.runner import evaluate
 from ocak.evals.suite import SuiteError, load_suite
+from ocak.providers.errors import retry_after
 
 
 def run_sync(coro: Any) -> Any:
@@ -266,8 +267,9 @@ def test_429s_wait_for_retry_after_and_bounded_retries_fail_the_sample(tmp_path:
         assert "HTTP 429: Rate limit reached." in failed[0]["error"]
         assert doc["targets"][0]["errors"] == 1 and not doc["passed"]
 
-    assert retry_after("2") == 2.0 and retry_after("soon") is None
-    assert (retry_after("Wed, 21 Oct 2099 07:28:00 GMT") or 0) > 1e6
+    assert retry_after({"retry-after": "2"}) == 2.0
+    assert retry_after({"retry-after": "soon"}) is None
+    assert (retry_after({"retry-after": "Wed, 21 Oct 2099 07:28:00 GMT"}) or 0) > 1e6
 
 
 def test_a_resume_without_a_checkpoint_just_runs(tmp_path: Path) -> None:
