@@ -8,6 +8,7 @@ import typer
 from ocak.cli import characters, data, doctor, kb, keys, models, ps, serve, talk, usage
 from ocak.cli import prompts as prompts_cli
 from ocak.cli.eval import eval_suite
+from ocak.cli.tune import tune
 
 app = typer.Typer(
     name="ocak",
@@ -29,6 +30,7 @@ app.add_typer(data.app, name="data")
 app.add_typer(kb.app, name="kb")
 app.add_typer(prompts_cli.app, name="prompts")
 app.command("eval")(eval_suite)
+app.command("tune")(tune)
 
 
 def main() -> None:  # pragma: no cover - console entry point

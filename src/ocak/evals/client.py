@@ -98,10 +98,12 @@ class EvalClient:
         max_retries: int = 8,
         max_wait: float = 60.0,
         sleep: Sleep = asyncio.sleep,
+        transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         self.url = url.rstrip("/")
         headers = {"Authorization": f"Bearer {key}"} if key else {}
         self.http = httpx.AsyncClient(
+            transport=transport,  # an app in this process (a fine-tuning job's eval)
             base_url=self.url,
             headers=headers,
             timeout=httpx.Timeout(timeout, connect=10.0),

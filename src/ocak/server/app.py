@@ -45,6 +45,7 @@ from ocak.server.routes import (
 )
 from ocak.server.services import Services, build_services
 from ocak.server.tracking import RequestTracking
+from ocak.server.tuning_eval import in_process_evaluator
 from ocak.store.db import Database
 
 log = logging.getLogger("ocak.server")
@@ -113,6 +114,7 @@ def app_for(services: Services, *, on_fatal: FatalHook | None = None) -> FastAPI
         lifespan=lifespan,
     )
     app.state.ocak = services
+    services.tuning.evaluator = in_process_evaluator(app, services.auth)  # a job's eval
     errors.install(app)
     app.add_middleware(AssumeJson)
     stack.install(app, services)  # keys, web guard, body limit, content capture

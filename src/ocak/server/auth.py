@@ -23,6 +23,7 @@ from __future__ import annotations
 import hmac
 import ipaddress
 import logging
+import secrets
 import threading
 from collections.abc import Iterable
 
@@ -66,6 +67,7 @@ class Authenticator:
         self.required = required
         self.limiter = limiter or Limiter()
         self._keys: list[StoredKey] = []
+        self._internal: list[StoredKey] = []  # this process's own, never stored
         self._by_id: dict[int, KeyInfo] = {}
         self._version: int | None = None
         self._lock = threading.Lock()
@@ -109,6 +111,20 @@ class Authenticator:
     def key(self, key_id: int) -> KeyInfo | None:
         return self._by_id.get(key_id)
 
+    def internal_key(self, name: str, models: tuple[str, ...]) -> str:
+        """A key for the server's own calls through its API (the eval a fine-tuning job
+        runs), held in this process only: never stored, allowed ``models`` and nothing
+        else, no administrator scope. Its usage rows carry ``name`` and key id 0."""
+        token = f"ocak-internal-{secrets.token_urlsafe(32)}"
+        info = KeyInfo(id=0, name=name, prefix="internal", models=models)
+        with self._lock:
+            self._internal.append(StoredKey(info, hash_key(token)))
+        return token
+
+    def drop_internal(self, name: str) -> None:
+        with self._lock:
+            self._internal = [k for k in self._internal if k.info.name != name]
+
     # -- checks -----------------------------------------------------------------
 
     def authenticate(self, token: str | None) -> KeyInfo | None:
@@ -119,7 +135,7 @@ class Authenticator:
             raise AuthenticationError(MISSING)
         digest = hash_key(token)
         found: KeyInfo | None = None
-        for stored in self._keys:  # no early exit: constant time in the token's content
+        for stored in [*self._keys, *self._internal]:  # no early exit: constant time
             if hmac.compare_digest(stored.hash, digest):
                 found = stored.info
         if found is None:

@@ -27,11 +27,13 @@ import shutil
 import signal
 import threading
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 from ocak.config import Settings
 from ocak.errors import Conflict, InvalidRequest, OcakError
+from ocak.evals.suite import SuiteError, parse_suite
 from ocak.models.manifest import Manifest
 from ocak.tuning.base import find_base
 from ocak.tuning.data import parse_training_data
@@ -44,6 +46,36 @@ PURPOSES = ("fine-tune",)
 ORG = "ocak"  # the organization part of a fine-tuned model's name
 _SUFFIX = re.compile(r"[a-z0-9][a-z0-9-]{0,39}")
 STOP_GRACE = 30.0  # seconds a cancelled worker has to finish its step before it is killed
+# Runs an eval suite (``ocak eval``'s, as a mapping) on models; writes and returns its
+# result document. The server provides one over its own API (server/tuning_eval.py).
+Evaluate = Callable[[dict[str, Any], list[str], Path], Awaitable[dict[str, Any]]]
+
+
+def check_inline_suite(data: object, models: list[str], folder: Path) -> dict[str, Any]:
+    """A job's eval suite, checked when the job is created (400 naming the problem)."""
+    if not isinstance(data, dict):
+        raise InvalidRequest("eval is an eval suite (docs/evals.md), as an object.", param="eval")
+    if "cases_file" in data:
+        raise SuiteError(
+            "A job's eval suite holds its cases inline (cases_file names a file on the "
+            "server, which a job cannot).",
+            param="eval.cases_file",
+        )
+    parse_suite({"name": "fine-tuning eval", **data, "models": models}, folder / "suite.yaml")
+    return {"name": "fine-tuning eval", **data}
+
+
+def eval_summary(document: dict[str, Any], base: str, tuned: str) -> dict[str, Any]:
+    """The pass rates of the base and the tuned model, as the job's result carries them."""
+    rates = {t["model"]: t for t in document.get("targets", [])}
+
+    def of(model: str) -> dict[str, Any]:
+        t = rates.get(model) or {}
+        return {"model": model, "pass_rate": t.get("pass_rate"), "samples": t.get("samples"),
+                "wilson_95": t.get("wilson_95")}  # fmt: skip
+
+    return {"suite": (document.get("suite") or {}).get("name"), "base": of(base),
+            "fine_tuned": of(tuned)}  # fmt: skip
 
 
 def fine_tuned_names(base: str, suffix: str | None, job_id: str) -> tuple[str, str]:
@@ -82,6 +114,7 @@ class FineTuning:
         self._task: asyncio.Task[None] | None = None
         self._running: tuple[str, asyncio.subprocess.Process] | None = None
         self._cancelled: set[str] = set()
+        self.evaluator: Evaluate | None = None  # set by the app: how a job's eval runs
 
     @property
     def store(self) -> TuningStore:
@@ -197,7 +230,7 @@ class FineTuning:
                 await proc.wait()
             finally:
                 self._running = None
-        self._conclude(job, last, proc.returncode, out_dir)
+        await self._conclude(job, last, proc.returncode, out_dir)
 
     async def _follow(self, job: Job, proc: asyncio.subprocess.Process) -> dict[str, Any] | None:
         """The worker's events recorded as they come; its last (done, error, cancelled)."""
@@ -245,7 +278,7 @@ class FineTuning:
                 last = event
         return last
 
-    def _conclude(
+    async def _conclude(
         self, job: Job, last: dict[str, Any] | None, code: int | None, out_dir: Path
     ) -> None:
         store = self.store
@@ -261,11 +294,12 @@ class FineTuning:
             manifest.display_name = job.fine_tuned_model
             manifest.write(out_dir)
             record = (last or {}).get("record") or {}
+            store.event(job.id, f"New fine-tuned model created: {job.fine_tuned_model}")
+            result = await self._evaluate(job) if job.eval_suite else None
             store.finish(
                 job.id, "succeeded", trained_tokens=record.get("trained_tokens"),
-                eval_result=None,
+                eval_result=result,
             )  # fmt: skip
-            store.event(job.id, f"New fine-tuned model created: {job.fine_tuned_model}")
             store.event(job.id, "The job has successfully completed.")
         else:
             error = (last or {}).get("error") or {
@@ -276,6 +310,28 @@ class FineTuning:
                     "message": error.get("message"), "param": error.get("param")}  # fmt: skip
             store.finish(job.id, "failed", error=body)
             store.event(job.id, f"Fine-tuning failed: {body['message']}", level="error")
+
+    async def _evaluate(self, job: Job) -> dict[str, Any]:
+        """The job's suite on the base and the tuned model: both pass rates, or the error."""
+        assert job.eval_suite is not None and job.fine_tuned_model is not None
+        if self.evaluator is None:
+            return {"error": "this server runs no evals"}
+        self.store.event(job.id, "Evaluating the base and the fine-tuned model.")
+        models = [job.model, job.fine_tuned_model]
+        output = self.work / job.id / "eval.json"
+        try:
+            document = await self.evaluator(json.loads(job.eval_suite), models, output)
+        except OcakError as exc:
+            self.store.event(job.id, f"The eval could not run: {exc.message}", level="warn")
+            return {"error": exc.message}
+        summary = eval_summary(document, *models)
+        self.store.event(
+            job.id,
+            f"Eval {summary['suite']}: base {summary['base']['pass_rate']}, fine-tuned "
+            f"{summary['fine_tuned']['pass_rate']}",
+            data=summary,
+        )
+        return summary
 
     async def _stop(self, proc: asyncio.subprocess.Process) -> None:
         """SIGTERM (the worker stops before its next step), then SIGKILL after a grace."""
@@ -320,8 +376,9 @@ class FineTuning:
         seed: int | None = None,
         hyperparameters: Hyperparameters | None = None,
         metadata: dict[str, str] | None = None,
+        eval_suite: dict[str, Any] | None = None,
     ) -> Job:
-        """A queued job, after its files and base model were checked."""
+        """A queued job, after its files, base model and eval suite were checked."""
         check_suffix(suffix)
         store = self.store
         train = store.file(training_file)
@@ -334,10 +391,14 @@ class FineTuning:
         display, portable = fine_tuned_names(model, suffix, job_id)
         if self.settings.model_dir.joinpath(portable).exists():
             raise Conflict(f"The model store already has '{portable}'.", param="suffix")
+        suite = None
+        if eval_suite is not None:
+            suite = check_inline_suite(eval_suite, [model, display], self.work / job_id)
         job = Job(
             job_id, time.time(), model, training_file, validation_file, suffix,
             seed if seed is not None else int(time.time()) % (2**31 - 1),
             hp.model_dump(), "supervised", "queued", display, portable, metadata=metadata,
+            eval_suite=json.dumps(suite) if suite is not None else None,
         )  # fmt: skip
         store.add_job(job)
         store.event(job_id, f"Created fine-tuning job: {job_id}")

@@ -58,6 +58,11 @@ class CreateJob(BaseModel):
     )
     metadata: dict[str, str] | None = Field(None, max_length=16)
     integrations: list[Any] | None = Field(None, max_length=0, description="None supported.")
+    eval: dict[str, Any] | None = Field(
+        None,
+        description="ocak's: an eval suite (docs/evals.md, cases inline) run on the base and "
+        "the tuned model after training; the job's eval_result carries both pass rates.",
+    )
 
 
 def service(request: Request) -> FineTuning:
@@ -93,6 +98,7 @@ def job_json(j: Job) -> dict[str, Any]:
         "estimated_finish": None,
         "integrations": [],
         "metadata": j.metadata,
+        "eval_result": j.eval_result,  # ocak's: the base's and the tuned model's pass rates
     }
 
 
@@ -168,6 +174,7 @@ async def create_job(body: CreateJob, request: Request) -> dict[str, Any]:
     job = await service(request).create(
         body.model, body.training_file, validation_file=body.validation_file,
         suffix=body.suffix, seed=body.seed, hyperparameters=hp, metadata=body.metadata,
+        eval_suite=body.eval,
     )  # fmt: skip
     return job_json(job)
 
