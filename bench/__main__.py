@@ -23,6 +23,8 @@ BENCHES = {
     "voice": "bench.voice",
     "embeddings": "bench.embeddings",
     "retrieval": "bench.retrieval",
+    "tuning": "bench.tuning",
+    "tuning_latency": "bench.tuning_latency",
 }
 # `make bench` runs these; the others are named explicitly (`make bench ARGS=soak`).
 DEFAULT = [

@@ -187,7 +187,7 @@ def train(
     stop = should_stop or (lambda: False)
     base, data, valid, hp = prepare(spec)
     try:
-        import peft  # noqa: F401  (here, so that a missing extra is said before any work)
+        import peft  # noqa: F401  (imported first: a missing extra is said before any work)
         import torch
     except ImportError as exc:
         raise TuningError(
