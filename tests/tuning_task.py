@@ -112,19 +112,31 @@ def passes(answer: str) -> bool:
 
 
 def greedy_answers(
-    model: Path, prompts: list[str], adapter: Path | None = None, *, max_tokens: int = 48
+    model: Path,
+    prompts: list[str],
+    adapter: Path | None = None,
+    *,
+    max_tokens: int = 48,
+    ctranslate2: bool = False,
 ) -> list[str]:
     """The answers of ocak's llama.cpp engine on ``model`` (with the GGUF LoRA ``adapter``,
-    applied per request as the server applies it), greedy."""
+    applied per request as the server applies it), or of its CTranslate2 engine on a
+    converted model folder, greedy."""
     import asyncio
 
+    from ocak.engines.base import Engine
+    from ocak.engines.ctranslate2.engine import Ct2Engine
     from ocak.engines.llamacpp.engine import LlamaCppEngine
     from ocak.protocol.generation import Adapter, GenerationRequest, Message, TextDelta
 
     adapters = (Adapter("tuned", 1.0, str(adapter)),) if adapter is not None else ()
 
     async def run() -> list[str]:
-        engine = LlamaCppEngine("base", model, ctx_size=512, parallel=1, threads=2)
+        engine: Engine = (
+            Ct2Engine("base", model, ctx_size=512, threads=2)
+            if ctranslate2
+            else LlamaCppEngine("base", model, ctx_size=512, parallel=1, threads=2)
+        )
         await engine.load()
         assert engine.state == "ready", engine.error
         out = []

@@ -61,7 +61,8 @@ def events_until(proc: subprocess.Popen[str], kind: str) -> list[dict[str, Any]]
 
 
 def test_the_tuned_adapter_does_the_task_and_the_base_does_not(tmp_path: Path) -> None:
-    """The proof: 20 steps (2 epochs of 40 examples, batch 4, lr 1e-3, rank 8)."""
+    """The proof: 20 steps (2 epochs of 40 examples, batch 4, lr 1e-3, rank 8); the adapter
+    served by llama.cpp and, merged into the base, by CTranslate2 (int8)."""
     store = tmp_path / "models"
     out = store / "ft-oak"
     valid = write_training_file(tmp_path / "valid.jsonl", pairs=VALIDATION)
@@ -70,6 +71,7 @@ def test_the_tuned_adapter_does_the_task_and_the_base_does_not(tmp_path: Path) -
         validation_file=str(valid),
         hyperparameters={"n_epochs": 2, "batch_size": 4, "learning_rate_multiplier": 5},
         checkpoints=True,
+        ctranslate2=True,
         name="ft:default:local:oak:1",
         base_name="default",
     )
@@ -99,6 +101,14 @@ def test_the_tuned_adapter_does_the_task_and_the_base_does_not(tmp_path: Path) -
     tuned = greedy_answers(default_model_path(), HELD_OUT, stored.path)
     assert sum(map(passes, base)) == 0, base
     assert sum(map(passes, tuned)) >= len(HELD_OUT) - 1, tuned
+
+    # The merged model: a CTranslate2 chat model of the store, beside the adapter.
+    assert record["ctranslate2"] == {"name": "ft-oak-ct2", "quantization": "int8"}
+    merged = ModelStore(store).get("ft-oak-ct2")
+    assert merged.manifest.kind == "chat" and merged.manifest.engine == "ctranslate2"
+    assert sorted(p.name for p in store.iterdir()) == ["ft-oak", "ft-oak-ct2"]  # no staging
+    answers = greedy_answers(merged.path, HELD_OUT, ctranslate2=True)
+    assert sum(map(passes, answers)) >= len(HELD_OUT) - 1, answers
 
 
 def test_llama_cpp_computes_what_transformers_trained(tmp_path: Path) -> None:

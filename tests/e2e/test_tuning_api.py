@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import openai
+import psutil
 import pytest
 
 from helpers import running, wait_until
@@ -54,7 +55,7 @@ def test_the_sdk_flow_trains_serves_and_evaluates(tmp_path: Path) -> None:
             seed=7,
             method={"type": "supervised", "supervised": {"hyperparameters": {
                 "n_epochs": 2, "batch_size": 4, "learning_rate_multiplier": 5}}},
-            extra_body={"eval": EVAL},
+            extra_body={"eval": EVAL, "ctranslate2": True},
         )  # fmt: skip
         assert job.status == "queued" and job.model == "default"
         done = wait_for(client, job.id, timeout=600)
@@ -87,6 +88,18 @@ def test_the_sdk_flow_trains_serves_and_evaluates(tmp_path: Path) -> None:
         )  # fmt: skip
         assert PHRASE.lower() not in (base.choices[0].message.content or "").lower()
 
+        # Merged into the base and converted, it is a CTranslate2 model of its own.
+        merged = (done.model_extra or {})["ctranslate2_model"]
+        assert merged.startswith("ft-default-oak-") and merged.endswith("-ct2"), merged
+        served = client.chat.completions.create(
+            model=merged, messages=[{"role": "user", "content": HELD_OUT[-1]}],
+            temperature=0, max_tokens=48,
+        )  # fmt: skip
+        assert passes(served.choices[0].message.content or ""), served
+        cards = client.models.list().data
+        backend = {m.id: ((m.model_extra or {}).get("meta") or {}).get("engine") for m in cards}
+        assert backend.get(merged) == "ctranslate2", backend
+
         # A second job, cancelled while it trains: cancelled, and no adapter stored.
         second = client.fine_tuning.jobs.create(
             model="default", training_file=uploaded.id, suffix="gone",
@@ -109,3 +122,38 @@ def test_the_sdk_flow_trains_serves_and_evaluates(tmp_path: Path) -> None:
         assert wait_until(lambda: not stored(), timeout=60), stored()
         listed = [j.id for j in client.fine_tuning.jobs.list().data]
         assert listed == [second.id, job.id]
+
+
+def test_a_server_killed_mid_job_leaves_a_failed_job_and_nothing_stored(tmp_path: Path) -> None:
+    data = write_training_file(tmp_path / "train.jsonl")
+    env = {"OCAK_DATA_DIR": str(tmp_path)}
+    with running(["--ctx-size", "512"], env=env) as server:
+        client = openai.OpenAI(base_url=f"{server.url}/v1", api_key="x", max_retries=0)
+        uploaded = client.files.create(file=data.open("rb"), purpose="fine-tune")
+        job = client.fine_tuning.jobs.create(
+            model="default", training_file=uploaded.id, suffix="killed",
+            hyperparameters={"n_epochs": 3}, extra_body={"ctranslate2": True},
+        )  # fmt: skip
+
+        def training() -> bool:
+            found = client.fine_tuning.jobs.list_events(job.id, limit=1).data
+            return bool(found) and found[0].type == "metrics"
+
+        assert wait_until(training, timeout=300, interval=0.5)
+        children = psutil.Process(server.proc.pid).children(recursive=True)
+        workers = [p for p in children if "ocak.tuning.worker" in " ".join(p.cmdline())]
+        assert len(workers) == 1, children
+        server.proc.kill()  # SIGKILL: the server has no say; its worker lives on, alone
+        server.proc.wait(timeout=30)
+        _, alive = psutil.wait_procs(workers, timeout=30)
+        assert not alive, "the worker went on training for a server that is gone"
+    left = [p.name for p in (tmp_path / "models").iterdir() if "killed" in p.name]
+    assert left == []  # no adapter, no merged model, no staging folder
+
+    with running(["--ctx-size", "512"], env=env) as server:
+        client = openai.OpenAI(base_url=f"{server.url}/v1", api_key="x", max_retries=0)
+        after = client.fine_tuning.jobs.retrieve(job.id)
+        assert after.status == "failed" and after.fine_tuned_model is None
+        assert after.error is not None and after.error.code == "server_restarted", after.error
+        assert "not resumed" in (after.error.message or "")
+        assert not [m.id for m in client.models.list().data if "killed" in m.id]

@@ -50,6 +50,10 @@ def tune(
     validation: Annotated[
         Path | None, typer.Option("--validation", help="A held-out JSONL file.")
     ] = None,
+    ctranslate2: Annotated[
+        bool,
+        typer.Option("--ctranslate2", help="Also write the merged model for CTranslate2."),
+    ] = False,
     url: Annotated[
         str, typer.Option(envvar="OCAK_URL", help="The ocak server.")
     ] = "http://127.0.0.1:8000",
@@ -77,6 +81,7 @@ def tune(
         }
         body: dict[str, Any] = {"model": model, "training_file": training, "suffix": suffix,
                                 "seed": seed, "validation_file": validation_id,
+                                "ctranslate2": ctranslate2,
                                 "method": {"type": "supervised",
                                            "supervised": {"hyperparameters": hp}}}  # fmt: skip
         job = _checked(http.post("/v1/fine_tuning/jobs", json=body), "the job was refused")
@@ -91,6 +96,8 @@ def tune(
         why = (job.get("error") or {}).get("message") or job["status"]
         fail(f"the job {job['status']}: {why}", 1)
     print(job["fine_tuned_model"])
+    if job.get("ctranslate2_model"):
+        print(job["ctranslate2_model"])
 
 
 def _upload(http: httpx.Client, path: Path) -> str:

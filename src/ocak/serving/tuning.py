@@ -35,10 +35,12 @@ from ocak.config import Settings
 from ocak.errors import Conflict, InvalidRequest, OcakError
 from ocak.evals.suite import SuiteError, parse_suite
 from ocak.models.manifest import Manifest
+from ocak.models.store import StoreBusy
 from ocak.tuning.base import find_base
 from ocak.tuning.data import parse_training_data
 from ocak.tuning.jobs import ACTIVE, FINISHED, Checkpoint, FileInfo, Job, TuningStore, new_id
 from ocak.tuning.spec import Hyperparameters, TuneSpec, resolve
+from ocak.tuning.train import merged_dir, remove_stale
 from ocak.tuning.worker import command
 
 log = logging.getLogger("ocak.tuning")
@@ -142,6 +144,11 @@ class FineTuning:
                        "not resumed. Create a new job to train again."},
             )  # fmt: skip
             self.store.event(job.id, "The server stopped during training.", level="error")
+            if job.adapter is not None:  # what its worker left, if it was killed too
+                adapter = self.settings.model_dir / job.adapter
+                for folder in (adapter, merged_dir(adapter)):
+                    with contextlib.suppress(StoreBusy):  # still stopping: it cleans up itself
+                        remove_stale(folder)
         for job in self.store.jobs(("validating_files",)):
             self.store.update(job.id, status="queued")
 
@@ -213,6 +220,7 @@ class FineTuning:
             priority="low",
             threads=self.settings.tuning_threads,
             checkpoints=True,
+            ctranslate2=job.merged is not None,
         )
         spec_path = folder / "spec.json"
         spec_path.write_text(spec.model_dump_json(indent=2), encoding="utf-8")
@@ -287,6 +295,8 @@ class FineTuning:
             self._cancelled.discard(job.id)
             if kind == "done":  # it finished before the signal came: not served after all
                 shutil.rmtree(out_dir, ignore_errors=True)
+                if job.merged is not None:
+                    shutil.rmtree(merged_dir(out_dir), ignore_errors=True)
             store.finish(job.id, "cancelled")
             store.event(job.id, "Fine-tuning job cancelled; nothing was stored.")
         elif kind == "done" and code == 0:
@@ -295,6 +305,8 @@ class FineTuning:
             manifest.write(out_dir)
             record = (last or {}).get("record") or {}
             store.event(job.id, f"New fine-tuned model created: {job.fine_tuned_model}")
+            if job.merged is not None:
+                store.event(job.id, f"Merged model for CTranslate2 created: {job.merged}")
             result = await self._evaluate(job) if job.eval_suite else None
             store.finish(
                 job.id, "succeeded", trained_tokens=record.get("trained_tokens"),
@@ -377,6 +389,7 @@ class FineTuning:
         hyperparameters: Hyperparameters | None = None,
         metadata: dict[str, str] | None = None,
         eval_suite: dict[str, Any] | None = None,
+        ctranslate2: bool = False,
     ) -> Job:
         """A queued job, after its files, base model and eval suite were checked."""
         check_suffix(suffix)
@@ -389,8 +402,10 @@ class FineTuning:
         resolve(hp, train.examples)  # out-of-range numbers are refused now, not in the worker
         job_id = new_id("ftjob")
         display, portable = fine_tuned_names(model, suffix, job_id)
-        if self.settings.model_dir.joinpath(portable).exists():
-            raise Conflict(f"The model store already has '{portable}'.", param="suffix")
+        merged = merged_dir(Path(portable)).name if ctranslate2 else None
+        for name in (portable, merged):
+            if name is not None and self.settings.model_dir.joinpath(name).exists():
+                raise Conflict(f"The model store already has '{name}'.", param="suffix")
         suite = None
         if eval_suite is not None:
             suite = check_inline_suite(eval_suite, [model, display], self.work / job_id)
@@ -398,7 +413,7 @@ class FineTuning:
             job_id, time.time(), model, training_file, validation_file, suffix,
             seed if seed is not None else int(time.time()) % (2**31 - 1),
             hp.model_dump(), "supervised", "queued", display, portable, metadata=metadata,
-            eval_suite=json.dumps(suite) if suite is not None else None,
+            eval_suite=json.dumps(suite) if suite is not None else None, merged=merged,
         )  # fmt: skip
         store.add_job(job)
         store.event(job_id, f"Created fine-tuning job: {job_id}")

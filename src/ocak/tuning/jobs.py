@@ -53,6 +53,7 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             created_at REAL NOT NULL, step INTEGER NOT NULL, model TEXT NOT NULL,
             metrics TEXT NOT NULL)""",
     ),
+    ("ALTER TABLE jobs ADD COLUMN merged TEXT",),  # the CTranslate2 model, when asked
 )
 
 
@@ -104,6 +105,7 @@ class Job:
     metadata: dict[str, Any] | None = None
     eval_suite: str | None = None
     eval_result: dict[str, Any] | None = None
+    merged: str | None = None  # the model store's name of the merged CTranslate2 model
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,19 +129,19 @@ class Checkpoint:
     metrics: dict[str, Any] = field(default_factory=dict)
 
 
-_JOB_COLUMNS = (
-    "id, created_at, model, training_file, validation_file, suffix, seed, hyperparameters, "
-    "method, status, fine_tuned_model, adapter, started_at, finished_at, trained_tokens, "
-    "error, metadata, eval_suite, eval_result"
-)
+_JOB_FIELDS = (
+    "id", "created_at", "model", "training_file", "validation_file", "suffix", "seed",
+    "hyperparameters", "method", "status", "fine_tuned_model", "adapter", "started_at",
+    "finished_at", "trained_tokens", "error", "metadata", "eval_suite", "eval_result", "merged",
+)  # fmt: skip
+_JOB_COLUMNS = ", ".join(_JOB_FIELDS)
 _JSON_COLUMNS = {"hyperparameters", "error", "metadata", "eval_result"}
 
 
 def _job(row: tuple[Any, ...]) -> Job:
-    names = [c.strip() for c in _JOB_COLUMNS.split(",")]
     values = {
         n: (json.loads(v) if n in _JSON_COLUMNS and v is not None else v)
-        for n, v in zip(names, row, strict=True)
+        for n, v in zip(_JOB_FIELDS, row, strict=True)
     }
     return Job(**values)
 
@@ -219,14 +221,13 @@ class TuningStore:
     # -- jobs --------------------------------------------------------------------------
 
     def add_job(self, job: Job) -> Job:
-        values = [getattr(job, c.strip()) for c in _JOB_COLUMNS.split(",")]
-        names = [c.strip() for c in _JOB_COLUMNS.split(",")]
         stored = [
-            _dumps(v) if n in _JSON_COLUMNS else v for n, v in zip(names, values, strict=True)
+            _dumps(v) if n in _JSON_COLUMNS else v
+            for n, v in ((n, getattr(job, n)) for n in _JOB_FIELDS)
         ]
         with self._db() as db:
             db.execute(
-                f"INSERT INTO jobs ({_JOB_COLUMNS}) VALUES ({', '.join('?' * len(names))})",
+                f"INSERT INTO jobs ({_JOB_COLUMNS}) VALUES ({', '.join('?' * len(_JOB_FIELDS))})",
                 stored,
             )
         return job

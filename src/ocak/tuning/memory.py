@@ -10,7 +10,11 @@ Four parts, in bytes:
   layer about ``ACT_PER_HIDDEN`` hidden-sized and ``ACT_PER_FFN`` feed-forward-sized
   float32 vectors, plus attention scores per head, plus the logits over the vocabulary
   (several float32 copies: logits, log-softmax, their gradients);
-- **overhead**: a process with torch, transformers and peft imported.
+- **overhead**: a process with torch, transformers and peft imported;
+- **merge** (only when the merged model is converted for CTranslate2): the converter
+  loads the merged checkpoint (float32), builds a float32 spec and a quantized copy
+  (at most float16), 4 + 4 + 2 bytes a parameter, less the loading overlap of the
+  weights (4), gone by then.
 
 The constants were measured on the 135M default (docs/tuning.md): the estimate is meant
 to be above the measured peak RSS, never far below it.
@@ -45,10 +49,11 @@ class Estimate:
     activations: int
     overhead: int
     lora_params: int
+    merge: int = 0
 
     @property
     def total(self) -> int:
-        return self.weights + self.lora + self.activations + self.overhead
+        return self.weights + self.lora + self.activations + self.overhead + self.merge
 
     def as_dict(self) -> dict[str, Any]:
         return {**asdict(self), "total": self.total}
@@ -72,9 +77,16 @@ def lora_param_count(base: BaseInfo, rank: int, targets: tuple[str, ...]) -> int
 
 
 def estimate(
-    base: BaseInfo, *, batch: int, seq_len: int, rank: int, targets: tuple[str, ...]
+    base: BaseInfo,
+    *,
+    batch: int,
+    seq_len: int,
+    rank: int,
+    targets: tuple[str, ...],
+    merge: bool = False,
 ) -> Estimate:
-    """The peak memory of training ``base`` on batches of ``batch`` x ``seq_len`` tokens."""
+    """The peak memory of training ``base`` on batches of ``batch`` x ``seq_len`` tokens
+    (and of converting the merged model, with ``merge``)."""
     n_lora = lora_param_count(base, rank, targets)
     tokens = batch * seq_len
     per_token_layer = 4 * (
@@ -87,6 +99,7 @@ def estimate(
         activations=tokens * base.layers * per_token_layer + logits,
         overhead=OVERHEAD,
         lora_params=n_lora,
+        merge=6 * base.n_params if merge else 0,
     )
 
 
@@ -99,10 +112,11 @@ def check_fits(est: Estimate, available: int, *, what: str) -> None:
     ``available`` bytes."""
     if est.total <= available:
         return
+    merge = f", converting the merged model {gib(est.merge)}" if est.merge else ""
     raise NotEnoughMemory(
         f"Training {what} needs about {gib(est.total)} of memory at its peak (weights "
         f"{gib(est.weights)}, activations {gib(est.activations)}, adapter and optimizer "
-        f"{gib(est.lora)}), but only {gib(available)} is available. Use a smaller "
+        f"{gib(est.lora)}{merge}), but only {gib(available)} is available. Use a smaller "
         "batch_size or shorter examples, or free memory.",
         param="hyperparameters.batch_size",
     )

@@ -72,6 +72,11 @@ class TuneSpec(BaseModel):
     threads: int | None = Field(None, ge=1, le=1024, description="torch threads (default: half).")
     memory_limit: int | None = Field(None, ge=0, description="Bytes the run may use at most.")
     checkpoints: bool = Field(False, description="Also write an adapter after each epoch.")
+    ctranslate2: bool = Field(
+        False,
+        description="Also merge the adapter into the base and convert the result for "
+        "CTranslate2 (int8 on CPU, float16 on a GPU), a model of its own beside the adapter.",
+    )
     name: str | None = Field(None, description="Store the result as this adapter (manifest).")
     base_name: str | None = Field(None, description="The base's name in the manifest.")
     priority: Literal["normal", "low"] = Field("low", description="The worker's CPU priority.")

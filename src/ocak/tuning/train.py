@@ -6,7 +6,9 @@ GGUF), estimate the peak memory and refuse if it does not fit, then load the wei
 train and write. Everything is written into a hidden folder next to ``out_dir``
 (``.NAME.tuning-PID``) and renamed into place at the end (``swap_into_place``): a run
 that fails, is cancelled or is killed leaves nothing at ``out_dir`` (a killed run's
-folder is removed by the next run, as conversions do).
+folder is removed by the next run, as conversions do). With ``spec.ctranslate2`` the
+adapter is also merged into the base and converted for CTranslate2, a second folder
+(``out_dir`` + ``-ct2``) staged and put in place the same way, before the adapter.
 
 ``train`` is a plain module-level function of plain arguments, so a job runner can run
 it in another process (``ocak.tuning.worker`` does, printing events as JSON lines);
@@ -15,6 +17,7 @@ it in another process (``ocak.tuning.worker`` does, printing events as JSON line
 
 from __future__ import annotations
 
+import gc
 import json
 import math
 import os
@@ -40,6 +43,7 @@ from ocak.tuning.spec import Resolved, TuneSpec, resolve
 
 ADAPTER_FILE = "adapter.gguf"
 RECORD_FILE = "tuning.json"
+MERGED_SUFFIX = "-ct2"  # the merged CTranslate2 model's folder: the adapter's name + this
 WARMUP = 0.1  # of the steps, at most 10 steps: the learning rate rises linearly
 
 
@@ -194,21 +198,44 @@ def train(
             f"training needs the 'tune' extra ({exc.name} is missing): pip install 'ocak[tune]'"
         ) from exc
     torch.set_num_threads(spec.thread_count())
+    merged = merged_dir(out) if spec.ctranslate2 else None
     with fast_gguf_loading():
         out.parent.mkdir(parents=True, exist_ok=True)
-        remove_stale(out)
-        tmp = out.parent / f"{staging_prefix(out)}{os.getpid()}"
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir()
+        staged = [_stage(out)] + ([_stage(merged)] if merged else [])
+        merge_into = (staged[1], merged.name) if merged else None
         try:
-            record = _run(torch, spec, base, data, valid, hp, tmp, emit, stop, started)
+            record = _run(torch, spec, base, data, valid, hp, staged[0], merge_into, emit, stop,
+                          started)  # fmt: skip
             if stop():
                 raise Cancelled("the tuning run was cancelled; nothing was written")
-            fsync_tree(tmp)
-            swap_into_place(tmp, out)
+            for tmp in staged:
+                fsync_tree(tmp)
+            if merged is not None:
+                swap_into_place(staged[1], merged)
+            try:
+                swap_into_place(staged[0], out)
+            except BaseException:
+                if merged is not None:
+                    shutil.rmtree(merged, ignore_errors=True)
+                raise
         finally:
-            shutil.rmtree(tmp, ignore_errors=True)
+            for tmp in staged:
+                shutil.rmtree(tmp, ignore_errors=True)
     return TuneResult(out, out / ADAPTER_FILE, record)
+
+
+def merged_dir(out_dir: Path) -> Path:
+    """Where the merged CTranslate2 model of the adapter at ``out_dir`` goes."""
+    return out_dir.with_name(out_dir.name + MERGED_SUFFIX)
+
+
+def _stage(target: Path) -> Path:
+    """An empty hidden folder beside ``target`` for this process (stale ones removed)."""
+    remove_stale(target)
+    tmp = target.parent / f"{staging_prefix(target)}{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    return tmp
 
 
 def _run(
@@ -219,6 +246,7 @@ def _run(
     valid: TrainingData | None,
     hp: Resolved,
     tmp: Path,
+    merge_into: tuple[Path, str] | None,
     emit: Progress,
     stop: Stop,
     started: float,
@@ -234,7 +262,8 @@ def _run(
     valid_items = _encode_all(valid, template, tokenizer, max_len) if valid else []
     longest = max(len(e.input_ids) for e in train_items + valid_items)
     lora = spec.lora
-    est = estimate(base, batch=hp.batch_size, seq_len=longest, rank=lora.rank, targets=lora.targets)
+    est = estimate(base, batch=hp.batch_size, seq_len=longest, rank=lora.rank,
+                   targets=lora.targets, merge=merge_into is not None)  # fmt: skip
     budget = available_memory()
     if spec.memory_limit is not None:
         budget = min(budget, spec.memory_limit)
@@ -327,6 +356,13 @@ def _run(
     record["peak_rss"] = _peak_rss()
     record["examples"] = len(train_items)
     record["truncated"] = sum(e.truncated for e in train_items)
+    if merge_into is not None:
+        check_stop()
+        del optimizer, schedule, params  # the training state goes before the converter's
+        gc.collect()
+        record["ctranslate2"] = _merge_for_ctranslate2(model, tokenizer, *merge_into)
+        record["peak_rss"] = _peak_rss()
+        record["seconds"] = round(time.monotonic() - started, 2)
     (tmp / RECORD_FILE).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
     if spec.name:
         manifest = Manifest(name=spec.name, kind="adapter", engine="llama.cpp",
@@ -334,6 +370,26 @@ def _run(
                             files=describe_files(tmp))  # fmt: skip
         manifest.write(tmp)
     return record
+
+
+def _merge_for_ctranslate2(model: Any, tokenizer: Any, out: Path, name: str) -> dict[str, Any]:
+    """Merge the LoRA into the base weights (peft's ``merge_and_unload``: the adapter is
+    written already), save that as a transformers checkpoint and convert it with ocak's
+    converter into ``out`` (a staging folder) as the store's model ``name``; its record."""
+    from ocak.models.convert import ConvertError, convert_checkpoint
+
+    checkpoint = out / ".merged-hf"
+    merged = model.merge_and_unload()
+    merged.save_pretrained(checkpoint, safe_serialization=True)
+    tokenizer.save_pretrained(checkpoint)
+    try:
+        metadata = convert_checkpoint(checkpoint, out)
+    except ConvertError as exc:
+        raise TuningError(f"the merged model could not be converted: {exc}") from exc
+    finally:
+        shutil.rmtree(checkpoint, ignore_errors=True)
+    Manifest(name=name, kind="chat", engine="ctranslate2", files=describe_files(out)).write(out)
+    return {"name": name, "quantization": metadata["quantization"]}
 
 
 def _write(model: Any, base: BaseInfo, spec: TuneSpec, path: Path, step: int) -> None:

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import signal
 import sys
 import threading
@@ -35,6 +36,9 @@ from ocak.system.priority import set_priority
 
 EXIT_OK, EXIT_FAILED, EXIT_CANCELLED = 0, 1, 130
 log = logging.getLogger("ocak.tuning")
+
+
+PARENT_POLL = 1.0  # seconds between looks at whether the server still runs
 
 
 def command(spec_path: Path, out_dir: Path) -> list[str]:
@@ -53,8 +57,11 @@ def run(spec_path: Path, out_dir: Path, out: TextIO, stop: threading.Event) -> i
     """Train the spec in ``spec_path`` into ``out_dir``, events to ``out``; the exit code."""
 
     def send(event: dict[str, Any]) -> None:
-        out.write(json.dumps(event) + "\n")
-        out.flush()
+        try:
+            out.write(json.dumps(event) + "\n")
+            out.flush()
+        except OSError:  # the server is gone (a broken pipe): nobody to tell, go on to stop
+            stop.set()
 
     step = 0
     try:
@@ -91,6 +98,17 @@ def run(spec_path: Path, out_dir: Path, out: TextIO, stop: threading.Event) -> i
     return EXIT_OK
 
 
+def _watch_parent(stop: threading.Event) -> None:
+    """Stop when the process that started this one is gone (a server killed mid-job): the
+    run then ends before its next step, or before its result would be put in place, and
+    leaves nothing for a job the restarted server has marked failed."""
+    parent = os.getppid()
+    while not stop.wait(PARENT_POLL):
+        if os.getppid() != parent:
+            log.info("tuning worker: the server is gone; stopping")
+            stop.set()
+
+
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     if len(args) != 2:
@@ -100,6 +118,7 @@ def main(argv: list[str] | None = None) -> int:
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
+    threading.Thread(target=_watch_parent, args=(stop,), daemon=True).start()
     events, sys.stdout = sys.stdout, sys.stderr  # whatever a library prints stays off the protocol
     return run(Path(args[0]), Path(args[1]), events, stop)
 

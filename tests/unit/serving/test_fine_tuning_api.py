@@ -111,9 +111,13 @@ def _job(job_id: str, status: Any, created: float) -> Job:
 def test_a_job_interrupted_by_a_restart_is_failed_and_a_queued_one_can_be_cancelled(
     tmp_path: Path,
 ) -> None:
-    store = TuningStore(Settings(data_dir=tmp_path).data_dir / "tuning.db")
+    settings = Settings(data_dir=tmp_path)
+    store = TuningStore(settings.data_dir / "tuning.db")
     store.add_job(_job("ftjob-interrupted", "running", time.time() - 10))
     store.close()
+    # What its worker left when it was killed with the server (a dead process's staging).
+    stale = settings.model_dir / ".ft-default-ftjob-interrupted.tuning-4000000"
+    (stale / "checkpoints").mkdir(parents=True)
 
     async def check(c: httpx.AsyncClient) -> None:
         r = await c.get("/v1/fine_tuning/jobs/ftjob-interrupted")
@@ -126,5 +130,6 @@ def test_a_job_interrupted_by_a_restart_is_failed_and_a_queued_one_can_be_cancel
         assert r.status_code == 409, r.text
         r = await c.get("/v1/fine_tuning/jobs/ftjob-nope")
         assert r.status_code == 404, r.text
+        assert not stale.exists()
 
     run(tmp_path, check)

@@ -125,3 +125,9 @@ def test_the_memory_estimate_and_the_refusal() -> None:
     message = caught.value.message
     assert "needs about" in message and "only 8.00 GiB is available" in message
     assert caught.value.code == "insufficient_memory" and caught.value.status == 400
+    # Converting the merged model for CTranslate2 needs room of its own, said in the refusal.
+    merged = estimate(base, batch=4, seq_len=64, rank=8, targets=ALL_LINEAR, merge=True)
+    assert merged.total - small.total == merged.merge == 6 * base.n_params
+    with pytest.raises(NotEnoughMemory) as caught:
+        check_fits(merged, small.total, what="'default'")
+    assert "converting the merged model 0.7" in caught.value.message

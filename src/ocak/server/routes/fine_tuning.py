@@ -63,6 +63,12 @@ class CreateJob(BaseModel):
         description="ocak's: an eval suite (docs/evals.md, cases inline) run on the base and "
         "the tuned model after training; the job's eval_result carries both pass rates.",
     )
+    ctranslate2: bool = Field(
+        False,
+        description="ocak's: also merge the adapter into the base and convert the result for "
+        "the CTranslate2 engine (int8 on CPU, float16 on GPU); the job's ctranslate2_model "
+        "names it.",
+    )
 
 
 def service(request: Request) -> FineTuning:
@@ -99,6 +105,7 @@ def job_json(j: Job) -> dict[str, Any]:
         "integrations": [],
         "metadata": j.metadata,
         "eval_result": j.eval_result,  # ocak's: the base's and the tuned model's pass rates
+        "ctranslate2_model": j.merged if j.status == "succeeded" else None,  # ocak's
     }
 
 
@@ -174,7 +181,7 @@ async def create_job(body: CreateJob, request: Request) -> dict[str, Any]:
     job = await service(request).create(
         body.model, body.training_file, validation_file=body.validation_file,
         suffix=body.suffix, seed=body.seed, hyperparameters=hp, metadata=body.metadata,
-        eval_suite=body.eval,
+        eval_suite=body.eval, ctranslate2=body.ctranslate2,
     )  # fmt: skip
     return job_json(job)
 
