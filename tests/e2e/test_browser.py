@@ -5,15 +5,12 @@ Chromium's ``--host-resolver-rules`` maps ``evil.test`` and ``trusted.test`` to
 served from a second loopback port; ocak runs as ``ocak serve`` with
 ``--allowed-origin http://trusted.test:PORT``.
 
-Needs /usr/bin/chromium (``make test`` installs Debian's package). Under CI=true
-a missing browser fails the test instead of skipping it.
+Needs Chromium (tests/browser.py: ``make test`` installs Debian's package).
 """
 
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -21,27 +18,14 @@ from typing import Any
 
 import httpx
 import pytest
+from playwright.sync_api import Browser, Page, sync_playwright
 
+from browser import CHROMIUM
+from browser import FLAGS as BROWSER_FLAGS
 from helpers import ServerProcess, free_port, running
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-if CHROMIUM is None:
-    if os.environ.get("CI") == "true":
-        raise RuntimeError(
-            "Chromium is missing: `make test` installs it (apt-get install chromium)"
-        )
-    pytest.skip("no Chromium on this machine (make test installs it)", allow_module_level=True)
-
-from playwright.sync_api import Browser, Page, sync_playwright  # noqa: E402
-
 FLAGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
+    *BROWSER_FLAGS,
     "--host-resolver-rules=MAP evil.test 127.0.0.1, MAP trusted.test 127.0.0.1",
 ]
 

@@ -30,6 +30,7 @@ from ocak.server.routes import (
     characters,
     chat,
     completions,
+    console,
     embeddings,
     fine_tuning,
     health,
@@ -128,6 +129,7 @@ def app_for(services: Services, *, on_fatal: FatalHook | None = None) -> FastAPI
     routes = (
         chat, completions, embeddings, knowledge, prompts, fine_tuning, audio, model_store,
         models, health, characters, voice, admin, metrics, ollama, anthropic, kobold, llama_server,
+        console,
     )  # fmt: skip
     for module in routes:
         app.include_router(module.router)

@@ -41,10 +41,12 @@ from ocak.store.usage import tokens_used
 
 log = logging.getLogger("ocak.auth")
 
-# Always reachable without a key: probes and the API's own documentation.
+# Always reachable without a key: probes, the API's own documentation, and the console's
+# static files (the page asks for a key before it reads anything) with the root that serves it.
 OPEN_PATHS = frozenset(
-    {"/health", "/health/live", "/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"}
-)
+    {"/health", "/health/live", "/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json",
+     "/", "/console/", "/console/index.html", "/console/app.js", "/console/app.css"}
+)  # fmt: skip
 
 MISSING = (
     "You didn't provide an API key. Send it in an Authorization header using Bearer auth "

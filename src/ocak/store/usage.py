@@ -147,3 +147,41 @@ def count_by_status(db: Database, since: float | None = None) -> dict[str, int]:
         (since if since is not None else float("-inf"),),
     )
     return {str(s): int(n) for s, n in rows}
+
+
+@dataclass(slots=True)
+class UsagePoint:
+    """One time bucket of one group: what the console's charts draw."""
+
+    start: float  # the bucket's start, seconds since the epoch
+    group: str
+    requests: int
+    failed: int
+    prompt_tokens: int
+    completion_tokens: int
+    avg_total_ms: float | None
+
+
+def series(db: Database, *, by: str = "model", since: float, bucket: float) -> list[UsagePoint]:
+    """Requests, tokens and latency per ``bucket`` seconds and per key, model or backend,
+    since ``since``, oldest first (buckets without a request are absent)."""
+    column = GROUPS[by]  # a fixed whitelist: never client text in SQL
+    rows = db.execute(
+        f"SELECT CAST((ts - ?) / ? AS INTEGER) AS b, COALESCE({column}, '-') AS g, COUNT(*),"
+        " SUM(status IN ('failed', 'rejected')), SUM(prompt_tokens), SUM(completion_tokens),"
+        " AVG(CASE WHEN status = 'completed' THEN total_ms END)"
+        " FROM usage WHERE ts >= ? GROUP BY b, g ORDER BY b, g",
+        (since, bucket, since),
+    )
+    return [
+        UsagePoint(
+            since + int(r[0]) * bucket,
+            str(r[1]),
+            int(r[2]),
+            int(r[3] or 0),
+            int(r[4] or 0),
+            int(r[5] or 0),
+            r[6],
+        )
+        for r in rows
+    ]

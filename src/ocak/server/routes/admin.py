@@ -8,9 +8,11 @@ prompts, fine-tuning) join this router or carry the same dependency.
 
 from __future__ import annotations
 
-from typing import Any
+import time
+from dataclasses import asdict
+from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
 
 from ocak.characters.players import delete_player
@@ -21,6 +23,7 @@ from ocak.server.routes.characters import get_service
 from ocak.server.services import get_state
 from ocak.store.db import Database
 from ocak.store.keys import KeyInfo, create_key, list_keys, revoke_key
+from ocak.store.usage import series, summarize
 
 router = APIRouter(tags=["admin"], dependencies=[Depends(require_admin)])
 ERRORS: dict[int | str, dict[str, Any]] = {
@@ -122,3 +125,33 @@ async def delete_player_data(player_id: str, request: Request) -> PlayerDeleted:
     counts = delete_player(service.db, player_id)
     service.forget_vectors()  # the recall-by-meaning cache held vectors of their lines
     return PlayerDeleted(player_id=player_id, deleted=any(counts.values()), removed=counts)
+
+
+class UsageReport(BaseModel):
+    """Usage records summed per group (``summary``) and per time bucket (``series``)."""
+
+    object: str = "usage"
+    by: str
+    since: float
+    bucket: float
+    summary: list[dict[str, Any]]
+    series: list[dict[str, Any]]
+
+
+@router.get("/v1/usage", response_model=UsageReport, responses=ERRORS)
+async def get_usage(
+    request: Request,
+    by: Literal["model", "key", "backend"] = "model",
+    hours: Annotated[float, Query(gt=0, le=24 * 366)] = 24,
+    buckets: Annotated[int, Query(ge=1, le=500)] = 48,
+) -> UsageReport:
+    """Requests, tokens and latency over the last ``hours`` by model, key or backend, in
+    ``buckets`` time buckets (the console's charts; ``ocak usage`` prints the summary)."""
+    db = _keys_db(request)
+    since = time.time() - hours * 3600
+    bucket = hours * 3600 / buckets
+    return UsageReport(
+        by=by, since=since, bucket=bucket,
+        summary=[asdict(s) for s in summarize(db, by=by, since=since)],
+        series=[asdict(p) for p in series(db, by=by, since=since, bucket=bucket)],
+    )  # fmt: skip

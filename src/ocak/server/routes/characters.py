@@ -17,6 +17,7 @@ from typing import Any
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import StreamingResponse
+from pydantic import BaseModel, ValidationError
 
 from ocak.characters import store
 from ocak.characters.api import (
@@ -102,6 +103,35 @@ async def import_character(
     card = parse_card_bytes(await request.body(), card_id=id)
     store.put_character(get_service(request).db, card)
     return card
+
+
+class CardProblem(BaseModel):
+    loc: str
+    msg: str
+
+
+class CardCheck(BaseModel):
+    valid: bool
+    errors: list[CardProblem]
+
+
+@router.post("/v1/characters/validate", response_model=CardCheck, responses=ERRORS)
+async def validate_character(request: Request) -> CardCheck:
+    """Check a card (ocak's JSON form) against the schema ``POST /v1/characters`` uses,
+    storing nothing: the console's card editor checks as the author types."""
+    try:
+        data = json.loads(await request.body())
+    except ValueError as exc:
+        return CardCheck(valid=False, errors=[CardProblem(loc="(card)", msg=f"not JSON: {exc}")])
+    try:
+        Character.model_validate(data)
+    except ValidationError as exc:
+        problems = [
+            CardProblem(loc=".".join(str(part) for part in e["loc"]) or "(card)", msg=e["msg"])
+            for e in exc.errors()[:20]
+        ]
+        return CardCheck(valid=False, errors=problems)
+    return CardCheck(valid=True, errors=[])
 
 
 @router.get("/v1/characters", response_model=CharacterList, responses=ERRORS)

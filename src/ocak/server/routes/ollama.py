@@ -49,6 +49,8 @@ from ocak.server.auth import get_key, require_admin
 from ocak.server.native import NativeCall, chat_request, completion_request, serve_events
 from ocak.server.proxy import http_context, record_headers
 from ocak.server.pulls import Pull
+from ocak.server.routes.console import asset as console_asset
+from ocak.server.routes.console import wants_console
 from ocak.server.services import Services, get_state
 from ocak.server.streaming import unless_disconnected
 from ocak.server.tracking import get_record
@@ -400,9 +402,12 @@ async def version() -> dict[str, str]:
 
 @router.get("/", response_class=PlainTextResponse)
 @router.head("/", response_class=PlainTextResponse, include_in_schema=False)
-async def root() -> str:
-    """What Ollama answers at its root (tools probe it to find a server)."""
-    return "Ollama is running"
+async def root(request: Request) -> Response:
+    """What Ollama answers at its root (tools probe it to find a server); a browser,
+    which asks for HTML, gets the web console instead."""
+    if wants_console(request):
+        return console_asset("index.html")
+    return PlainTextResponse("Ollama is running")
 
 
 @router.post("/api/embed")

@@ -1,0 +1,31 @@
+"""Debian's Chromium, driven by Playwright, for the browser tests (web safety, console).
+
+``make test`` installs the ``chromium`` package; Playwright's own browser download is
+never used. Under CI=true a missing browser fails the importing test module instead of
+skipping it.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+
+import pytest
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+if CHROMIUM is None:
+    if os.environ.get("CI") == "true":
+        raise RuntimeError(
+            "Chromium is missing: `make test` installs it (apt-get install chromium)"
+        )
+    pytest.skip("no Chromium on this machine (make test installs it)", allow_module_level=True)
+
+FLAGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
