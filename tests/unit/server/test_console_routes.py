@@ -78,8 +78,12 @@ def test_series_puts_each_request_in_its_bucket(tmp_path: Path) -> None:
         return UsageRow(ts, "r", None, None, model, "llama.cpp", "local", False, 3, 4, 1.0,
                         10.0, status)  # fmt: skip
 
-    for ts, model, status in ((base + 1, "a", "completed"), (base + 59, "a", "failed"),
-                              (base + 61, "a", "completed"), (base + 61, "b", "completed")):
+    for ts, model, status in (
+        (base + 1, "a", "completed"),
+        (base + 59, "a", "failed"),
+        (base + 61, "a", "completed"),
+        (base + 61, "b", "completed"),
+    ):
         insert_usage(db, row(ts, model, status))  # fmt: skip
     points = series(db, by="model", since=base, bucket=60)
     got = [(p.start - base, p.group, p.requests, p.failed, p.completion_tokens) for p in points]
