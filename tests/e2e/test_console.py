@@ -2,7 +2,8 @@
 ``ocak serve`` with the bundled default model: the page loads under its strict CSP with
 no script error, a chat answer streams in, stops and regenerates, a card is imported
 (a SillyTavern PNG), edited with errors shown as one types, and chats with each turn's
-emotion and relationship shown; keys are asked for when the server has them, created
+emotion and relationship shown, and its voice played; a model is pulled with a
+progress bar, loaded and unloaded; keys are asked for when the server has them, created
 (shown once) and revoked; the usage chart draws the requests made. The chat works
 from the keyboard alone, and no page scrolls sideways at 360 pixels wide.
 
@@ -11,6 +12,7 @@ Screenshots go to ``$OCAK_SCREENSHOTS`` (default: the test's temporary folder).
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,8 +23,10 @@ from playwright.sync_api import Browser, Page, expect, sync_playwright
 
 from browser import CHROMIUM, FLAGS
 from helpers import ServerProcess, running
+from hub_stub import HubFile, HubRepo, HubStub
 from keys_helpers import create_key
 from ocak.characters.tavern import png_with_card
+from ocak.models.store import default_model_path
 
 pytestmark = pytest.mark.slow
 
@@ -130,6 +134,17 @@ def test_the_console_loads_and_an_answer_streams(
     again = page.locator("#chat-log li.assistant").nth(1)
     expect(again.locator(".meta")).to_contain_text("tokens", timeout=60_000)
     assert "stopped" not in again.locator(".meta").inner_text()
+
+    # JSON-schema mode: the answer is constrained to the schema in the box.
+    page.click("#chat-clear")
+    page.select_option("#chat-mode", "json")
+    expect(page.locator("#chat-schema")).to_be_visible()
+    page.fill("#chat-max-tokens", "48")
+    page.fill("#chat-input", "What is the capital of France?")
+    page.press("#chat-input", "Enter")
+    shaped = page.locator("#chat-log li.assistant").last
+    expect(shaped.locator(".meta")).to_contain_text("tokens", timeout=60_000)
+    assert isinstance(json.loads(shaped.locator(".text").inner_text())["answer"], str)
     w.close()
 
 
@@ -158,6 +173,18 @@ def test_a_card_is_imported_checked_as_typed_and_chats(
     turn = page.locator("#character-log li").nth(1)
     expect(turn.locator(".turn-details")).to_contain_text("emotion:", timeout=120_000)
     expect(turn.locator(".text")).to_contain_text("Mara:")
+
+    # A voiced turn: the answer's sentences as audio the page can play.
+    page.check("#character-voice")
+    page.fill("#character-input", "Is the lamp still lit?")
+    page.press("#character-input", "Enter")
+    spoken = page.locator("#character-log li").nth(3)
+    expect(spoken.locator("audio").first).to_be_attached(timeout=120_000)
+    duration = spoken.locator("audio").first.evaluate(
+        """a => new Promise(done => a.readyState >= 1 ? done(a.duration)
+                : a.addEventListener('loadedmetadata', () => done(a.duration)))"""
+    )
+    assert duration > 0.2, duration
     page.screenshot(path=str(shots / "characters.png"), full_page=True)
     w.close()
 
@@ -169,6 +196,11 @@ def test_keys_are_asked_for_created_revoked_and_usage_is_charted(
     admin = create_key(data, "owner", "--admin")
     user = create_key(data, "player")
     with running(env={"OCAK_DATA_DIR": str(data)}) as server:
+        prompt = {"id": "npc-greeting", "messages": [{"role": "system", "content": "Greet."}],
+                  "labels": ["production"], "description": "How NPCs greet"}  # fmt: skip
+        r = httpx.post(f"{server.url}/v1/prompts", json=prompt,
+                       headers={"Authorization": f"Bearer {admin}"})  # fmt: skip
+        assert r.status_code == 201, r.text
         for key in (admin, user, user):  # usage to chart: three requests, two keys
             r = httpx.post(f"{server.url}/v1/chat/completions", timeout=60,
                            headers={"Authorization": f"Bearer {key}"},
@@ -192,6 +224,7 @@ def test_keys_are_asked_for_created_revoked_and_usage_is_charted(
         expect(page.locator("#usage-chart svg rect.bar")).not_to_have_count(0)
         rows = page.locator("#usage-table tbody tr").all_inner_texts()
         assert any(r.startswith("player") and "\t2\t" in r for r in rows), rows
+        expect(page.locator("#prompts-table tbody tr")).to_contain_text("production → v1")
         page.screenshot(path=str(shots / "usage.png"), full_page=True)
 
         page.fill("#key-name", "team")
@@ -213,6 +246,41 @@ def test_keys_are_asked_for_created_revoked_and_usage_is_charted(
         w.page.press("#login-key", "Enter")
         expect(w.page.locator("#status")).to_contain_text("administrator")
         w.errors.clear()  # the 403s, logged by the browser
+        w.close()
+
+
+def test_a_model_is_pulled_with_progress_loaded_and_unloaded(
+    browser: Browser, shots: Path, tmp_path: Path
+) -> None:
+    gguf = default_model_path()
+    repo = HubRepo("test-org/Tiny-GGUF", {gguf.name: HubFile(gguf.name, source=gguf)})
+    with (
+        HubStub(repo) as hub,
+        running(env={"OCAK_DATA_DIR": str(tmp_path), "HF_ENDPOINT": hub.url}) as server,
+    ):
+        w = Watched(browser, f"{server.url}/#/models")
+        page = w.page
+        expect(page.locator("#models-table tbody tr", has_text="default")).to_contain_text("ready")
+        expect(page.locator("#doctor-findings li")).not_to_have_count(0)  # ocak doctor's findings
+        page.fill("#pull-model", "test-org/Tiny-GGUF")
+        page.evaluate("""() => { window.progressSeen = 0;
+            new MutationObserver(() => { window.progressSeen += 1; })
+              .observe(document.querySelector('#pull-progress'), {attributes: true}); }""")
+        page.press("#pull-model", "Enter")
+        expect(page.locator("#pull-status")).to_contain_text("Pulled", timeout=120_000)
+        assert page.evaluate("() => window.progressSeen") >= 2  # the bar moved while it pulled
+        row = page.locator("#models-table tbody tr", has_text="test-org/Tiny-GGUF")
+        expect(row).to_have_count(1)
+        row.get_by_role("button", name="Load").click()
+        expect(row).to_contain_text("ready", timeout=60_000)
+        page.screenshot(path=str(shots / "models.png"), full_page=True)
+        row.get_by_role("button", name="Unload").click()
+        expect(row.get_by_role("button", name="Load")).to_be_visible(timeout=30_000)
+
+        page.fill("#pull-model", "test-org/No-Such-Repo")
+        page.press("#pull-model", "Enter")
+        expect(page.locator("#pull-status")).to_contain_text("No-Such-Repo:", timeout=60_000)
+        w.errors.clear()  # the 404 of the missing repo, logged by the browser
         w.close()
 
 

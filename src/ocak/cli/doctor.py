@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from dataclasses import asdict
 from pathlib import Path
 
 import typer
@@ -53,12 +52,7 @@ def doctor(
         fail_on(exc, 2)
     report = run_checks(settings)
     if as_json:
-        data = {
-            "sections": report.sections,
-            "findings": [asdict(f) for f in report.findings],
-            "failed": report.failed,
-        }
-        print(json.dumps(data, indent=2))
+        print(json.dumps(report.as_dict(), indent=2))
     else:
         render(report, Console(width=max(Console().width, 100)))
     if report.failed:

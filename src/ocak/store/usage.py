@@ -95,7 +95,12 @@ def tokens_used(db: Database, key_id: int, since: float | None = None) -> int:
     return int(rows[0][0])
 
 
-GROUPS = {"key": "COALESCE(key_name, '(no key)')", "model": "model", "backend": "backend"}
+GROUPS = {
+    "key": "COALESCE(key_name, '(no key)')",
+    "model": "model",
+    "backend": "backend",
+    "prompt": "COALESCE(prompt, '(no prompt)')",  # the registry prompt version, id@version
+}
 
 
 @dataclass(slots=True)

@@ -13,9 +13,9 @@ import platform
 import sys
 import tempfile
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from importlib import metadata
-from typing import Literal
+from typing import Any, Literal
 
 from ocak import __version__
 from ocak.config import Settings
@@ -55,6 +55,14 @@ class Report:
 
     def add(self, level: Level, what: str, fix: str) -> None:
         self.findings.append(Finding(level, what, fix))
+
+    def as_dict(self) -> dict[str, Any]:
+        """What ``ocak doctor --json`` prints and ``GET /v1/doctor`` answers."""
+        return {
+            "sections": self.sections,
+            "findings": [asdict(f) for f in self.findings],
+            "failed": self.failed,
+        }
 
 
 def gib(n: int) -> str:

@@ -335,7 +335,62 @@ async function loadModels() {
       el("td", {}, local ? action : ""));
   });
   $("#models-table tbody").replaceChildren(...rows);
+  await loadDoctor();
 }
+
+async function loadDoctor() {
+  let report;
+  try {
+    report = await api("/v1/doctor");
+  } catch (error) {
+    $("#doctor-findings").replaceChildren(el("li", {}, error.message));
+    return;
+  }
+  const items = report.findings.map((f) =>
+    el("li", { class: `finding ${f.level}` }, `${f.level}: ${f.what}`, el("span", { class: "meta" }, f.fix)));
+  if (!items.length) items.push(el("li", { class: "finding ok" }, "No problem found."));
+  $("#doctor-findings").replaceChildren(...items);
+}
+
+$("#pull-form").addEventListener("submit", async (event) => {
+  event.preventDefault();
+  const model = $("#pull-model").value.trim();
+  const bar = $("#pull-progress");
+  const status = $("#pull-status");
+  $("#pull-button").disabled = true;
+  bar.hidden = false;
+  bar.removeAttribute("value"); // indeterminate until sizes are known
+  status.textContent = `Pulling ${model}…`;
+  try {
+    const response = await fetch("/v1/models/pull", {
+      method: "POST",
+      headers: headers({ "Content-Type": "application/json" }),
+      body: JSON.stringify({ model, stream: true }),
+    });
+    if (response.status === 401) showLogin();
+    if (!response.ok) throw new ApiError(response.status, await errorText(response));
+    for await (const e of events(response)) {
+      if (e.error) throw new ApiError(500, e.error.message ?? "the pull failed");
+      if (e.status === "success" && e.model) {
+        bar.value = bar.max = 1;
+        status.textContent = `Pulled ${e.model} (${bytes(e.size)}, ${e.engine}).`;
+      } else if (e.total) {
+        bar.max = e.total;
+        bar.value = e.completed;
+        status.textContent = `${e.status} ${e.file ?? ""}: ${bytes(e.completed)} of ${bytes(e.total)}`;
+      } else if (e.status) {
+        status.textContent = `${e.status}…`;
+      }
+    }
+    $("#pull-model").value = "";
+    await loadModels();
+  } catch (error) {
+    bar.hidden = true;
+    status.textContent = `${model}: ${error.message}`;
+  } finally {
+    $("#pull-button").disabled = false;
+  }
+});
 
 // -- characters -----------------------------------------------------------------------
 
@@ -450,16 +505,32 @@ $("#character-form").addEventListener("submit", async (event) => {
       });
       characters.session = session.id;
     }
+    const voice = $("#character-voice").checked;
     const turn = await api(`/v1/sessions/${encodeURIComponent(characters.session)}/messages`, {
-      method: "POST", json: { text: line },
+      method: "POST", json: voice ? { text: line, voice: true, voice_format: "wav" } : { text: line },
     });
     pending.replaceChildren(...turnView(turn));
+    if (turn.speech?.length) pending.append(player(turn.speech));
   } catch (error) {
     pending.replaceChildren(el("span", { class: "error" }, error.message));
   } finally {
     pending.removeAttribute("aria-busy");
   }
 });
+
+function player(segments) {
+  // One <audio> per sentence (WAV, from the turn's base64), played one after the other.
+  const audios = segments.map((segment) => {
+    const raw = Uint8Array.from(atob(segment.audio), (c) => c.charCodeAt(0));
+    const url = URL.createObjectURL(new Blob([raw], { type: "audio/wav" }));
+    return el("audio", { controls: "", src: url, title: segment.text, preload: "auto" });
+  });
+  audios.forEach((audio, i) => {
+    if (audios[i + 1]) audio.addEventListener("ended", () => audios[i + 1].play().catch(() => {}));
+  });
+  audios[0]?.play().catch(() => {}); // a browser may refuse to play before a click
+  return el("div", { class: "speech" }, ...audios);
+}
 
 function turnView(turn) {
   const change = Object.entries(turn.relationship ?? {})
@@ -493,7 +564,16 @@ async function loadUsage() {
     el("td", {}, s.group), el("td", {}, String(s.requests)), el("td", {}, String(s.failed + s.rejected)),
     el("td", {}, String(s.prompt_tokens)), el("td", {}, String(s.completion_tokens)),
     el("td", {}, s.avg_total_ms == null ? "" : `${Math.round(s.avg_total_ms)} ms`))));
-  await loadKeys();
+  await Promise.all([loadKeys(), loadPrompts()]);
+}
+
+async function loadPrompts() {
+  const list = await api("/v1/prompts");
+  const rows = list.data.map((p) => el("tr", {}, el("td", {}, p.id), el("td", {}, `v${p.latest}`),
+    el("td", {}, Object.entries(p.labels).map(([label, v]) => `${label} → v${v}`).join(", ")),
+    el("td", {}, p.description ?? "")));
+  if (!rows.length) rows.push(el("tr", {}, el("td", { colspan: "4" }, "No prompt yet.")));
+  $("#prompts-table tbody").replaceChildren(...rows);
 }
 
 function drawChart(report, metric) {

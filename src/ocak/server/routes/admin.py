@@ -8,6 +8,7 @@ prompts, fine-tuning) join this router or carry the same dependency.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from dataclasses import asdict
 from typing import Annotated, Any, Literal
@@ -24,6 +25,7 @@ from ocak.server.services import get_state
 from ocak.store.db import Database
 from ocak.store.keys import KeyInfo, create_key, list_keys, revoke_key
 from ocak.store.usage import series, summarize
+from ocak.system.doctor import run_checks
 
 router = APIRouter(tags=["admin"], dependencies=[Depends(require_admin)])
 ERRORS: dict[int | str, dict[str, Any]] = {
@@ -141,11 +143,12 @@ class UsageReport(BaseModel):
 @router.get("/v1/usage", response_model=UsageReport, responses=ERRORS)
 async def get_usage(
     request: Request,
-    by: Literal["model", "key", "backend"] = "model",
+    by: Literal["model", "key", "backend", "prompt"] = "model",
     hours: Annotated[float, Query(gt=0, le=24 * 366)] = 24,
     buckets: Annotated[int, Query(ge=1, le=500)] = 48,
 ) -> UsageReport:
-    """Requests, tokens and latency over the last ``hours`` by model, key or backend, in
+    """Requests, tokens and latency over the last ``hours`` by model, key, backend or prompt
+    version, in
     ``buckets`` time buckets (the console's charts; ``ocak usage`` prints the summary)."""
     db = _keys_db(request)
     since = time.time() - hours * 3600
@@ -155,3 +158,12 @@ async def get_usage(
         summary=[asdict(s) for s in summarize(db, by=by, since=since)],
         series=[asdict(p) for p in series(db, by=by, since=since, bucket=bucket)],
     )  # fmt: skip
+
+
+@router.get("/v1/doctor", responses=ERRORS)
+async def get_doctor(request: Request) -> dict[str, Any]:
+    """``ocak doctor``'s report for this server's settings: the machine, its engines, and
+    each known problem with its fix (the console's models page shows the findings)."""
+    settings = get_state(request).settings
+    report = await asyncio.to_thread(run_checks, settings)
+    return report.as_dict()
