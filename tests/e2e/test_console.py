@@ -145,6 +145,17 @@ def test_the_console_loads_and_an_answer_streams(
     shaped = page.locator("#chat-log li.assistant").last
     expect(shaped.locator(".meta")).to_contain_text("tokens", timeout=60_000)
     assert isinstance(json.loads(shaped.locator(".text").inner_text())["answer"], str)
+
+    # Tools mode: with tool_choice required, the answer is a call of the tool in the box.
+    page.click("#chat-clear")
+    page.select_option("#chat-mode", "tools")
+    page.select_option("#chat-tool-choice", "required")
+    page.fill("#chat-input", "What is the weather in Paris?")
+    page.press("#chat-input", "Enter")
+    called = page.locator("#chat-log li.assistant").last
+    expect(called.locator(".meta")).to_contain_text("tokens", timeout=60_000)
+    name, _, arguments = called.locator(".text").inner_text().partition("(")
+    assert name == "get_weather" and "city" in json.loads(arguments.rstrip(")")), arguments
     w.close()
 
 

@@ -181,6 +181,7 @@ function requestBody() {
     body.response_format = { type: "json_schema", json_schema: { name: "answer", schema } };
   } else if (mode === "tools") {
     body.tools = JSON.parse($("#chat-tools").value);
+    body.tool_choice = $("#chat-tool-choice").value;
   }
   return body;
 }
