@@ -27,8 +27,11 @@ from hub_stub import HubFile, HubRepo, HubStub
 from keys_helpers import create_key
 from ocak.characters.tavern import png_with_card
 from ocak.models.store import default_model_path
+from paths import EXAMPLES as PROJECT_EXAMPLES
 
 pytestmark = pytest.mark.slow
+
+EXAMPLES = PROJECT_EXAMPLES / "characters"
 
 CARD = {
     "spec": "chara_card_v2",
@@ -197,6 +200,20 @@ def test_a_card_is_imported_checked_as_typed_and_chats(
     )
     assert duration > 0.2, duration
     page.screenshot(path=str(shots / "characters.png"), full_page=True)
+
+    # A YAML card dropped on the page (a drop event carrying the file, as a drag does).
+    yaml_card = (EXAMPLES / "bram.yaml").read_text()
+    page.evaluate(
+        """text => {
+            const data = new DataTransfer();
+            data.items.add(new File([text], 'bram.yaml', {type: 'application/yaml'}));
+            document.querySelector('#drop').dispatchEvent(
+                new DragEvent('drop', {dataTransfer: data, bubbles: true, cancelable: true}));
+        }""",
+        yaml_card,
+    )
+    expect(page.locator("#character-list button", has_text="Bram")).to_have_count(1)
+    expect(page.locator("#editor-title")).to_contain_text("Bram")
     w.close()
 
 
