@@ -12,7 +12,7 @@ BIN := $(VENV)/bin
 export CMAKE_ARGS ?= -DLLAMA_BUILD_TOOLS=OFF -DLLAMA_BUILD_SERVER=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_CURL=OFF
 ARGS ?=
 
-.PHONY: serve test test-fast install llama chromium espeak-ng dev lint typecheck bench clean proto
+.PHONY: serve test test-fast install llama chromium postgresql espeak-ng dev lint typecheck bench clean proto
 
 $(BIN)/python:
 	@[ -n "$(PYTHON)" ] || { echo "error: ocak needs Python 3.11 or newer and none was found on PATH (install it, or set PYTHON=/path/to/python3.11)"; exit 1; }
@@ -71,12 +71,21 @@ espeak-ng:
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq espeak-ng >/dev/null; \
 	  else echo "note: no espeak-ng, so the voice benchmark skips its STT part: sudo apt-get install espeak-ng"; fi; }
 
+# The store's tests run on a real PostgreSQL too (tests/pg.py starts its own cluster as the
+# postgres user). Installed here when missing and we may (root, apt-get).
+postgresql:
+	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v initdb >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing PostgreSQL for the store's tests (apt-get install postgresql)"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null; \
+	  else echo "note: no PostgreSQL, so its tests skip (CI fails them): sudo apt-get install postgresql"; fi; }
+
 # The whole suite. pytest exits 5 when no test was collected: not a failure here.
-test: dev chromium $(AUTOGEN_VENV)/.installed
+test: dev chromium postgresql $(AUTOGEN_VENV)/.installed
 	$(BIN)/python -m pytest $(ARGS); rc=$$?; if [ $$rc -eq 5 ]; then exit 0; fi; exit $$rc
 
 # The unit lane (tests/unit: pure logic, the fake engine, in-process apps): under a minute.
-test-fast: dev
+test-fast: dev postgresql
 	$(BIN)/python -m pytest tests/unit -q $(ARGS); rc=$$?; if [ $$rc -eq 5 ]; then exit 0; fi; exit $$rc
 
 # Regenerate the gRPC code (src/ocak/grpc/v1) from proto/; commit the result.

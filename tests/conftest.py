@@ -18,6 +18,9 @@ import pytest
 
 from ct2_helpers import convert_default_model
 from helpers import ServerProcess
+from ocak.store.db import Store, open_database
+from ocak.store.postgres import open_postgres
+from pg import PgServer
 
 ENGINES = ("llama.cpp", "ctranslate2")
 ENGINE_MODULES = ("test_api_", "test_ct2_")
@@ -119,3 +122,22 @@ def gemma_file(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPath
     if not target.is_file() or target.stat().st_size < 200 << 20:
         gemma.assemble(target, overwrite=True)
     return target
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> Iterator[PgServer]:
+    """A real PostgreSQL for the session (tests/pg.py)."""
+    server = PgServer()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
+    """ocak's key and usage store on each engine: the same test runs on both."""
+    if request.param == "sqlite":
+        db: Store = open_database(tmp_path / "ocak.db")
+    else:
+        db = open_postgres(request.getfixturevalue("pg_server").database())
+    yield db
+    db.close()

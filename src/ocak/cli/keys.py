@@ -12,7 +12,8 @@ from rich.table import Table
 from ocak.cli.common import err_console, fail_on, wide_console
 from ocak.config import Settings
 from ocak.errors import InvalidRequest, OcakError
-from ocak.store.db import Database, database_path, open_database
+from ocak.store.backend import open_store as open_backend
+from ocak.store.db import Store
 from ocak.store.keys import create_key, list_keys, revoke_key
 from ocak.store.usage import tokens_used
 
@@ -37,10 +38,10 @@ def format_duration(seconds: float) -> str:
     return f"{seconds:g}s"
 
 
-def open_store(config: Path | None) -> Database:
+def open_store(config: Path | None) -> Store:
     try:
         settings = Settings.load(config)
-        return open_database(database_path(settings.data_dir))
+        return open_backend(settings)
     except OcakError as exc:
         fail_on(exc, 2)
 

@@ -18,8 +18,9 @@ from ocak.cli.keys import CONFIG, format_duration, open_store, parse_duration
 from ocak.config import Settings
 from ocak.errors import InvalidRequest, OcakError
 from ocak.server.content import purge_expired
+from ocak.store.backend import open_store as open_backend
 from ocak.store.content import chat_line, content_count, purge_content, stored_content
-from ocak.store.db import Database, database_path, open_database
+from ocak.store.db import Store
 from ocak.store.usage import GROUPS, summarize
 
 
@@ -143,10 +144,10 @@ def export(
     )
 
 
-def _open(config: Path | None) -> tuple[Settings, Database]:
+def _open(config: Path | None) -> tuple[Settings, Store]:
     try:
         settings = Settings.load(config)
-        return settings, open_database(database_path(settings.data_dir))
+        return settings, open_backend(settings)
     except OcakError as exc:
         fail_on(exc, 2)
 
@@ -166,7 +167,7 @@ def _nothing_stored(settings: Settings) -> str:
 
 
 def _write(
-    db: Database, output: Path | None, since: float | None, model: str | None, metadata: bool
+    db: Store, output: Path | None, since: float | None, model: str | None, metadata: bool
 ) -> int:
     """The lines, to ``output`` (written beside it, then renamed: never half a file) or
     stdout; how many."""

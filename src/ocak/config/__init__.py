@@ -328,6 +328,12 @@ class Settings(BaseSettings):
         le=512 * 2**20,
         description="Largest fine-tuning training file (POST /v1/files).",
     )
+    database_url: str | None = Field(
+        None,
+        pattern=r"^postgres(ql)?://",
+        description="PostgreSQL for keys and usage records (postgresql://USER:PASSWORD@HOST:"
+        "PORT/DB), shared by several ocak processes; unset: ocak.db in the data folder.",
+    )
     tuning_threads: int | None = Field(
         None,
         ge=1,

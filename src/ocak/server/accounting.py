@@ -6,7 +6,7 @@ from __future__ import annotations
 from ocak.protocol.record import RequestRecord
 from ocak.server.auth import Authenticator
 from ocak.server.content import ContentKeeper
-from ocak.store.db import Database
+from ocak.store.db import Store
 from ocak.store.usage import UsageRow, insert_usage
 
 
@@ -38,7 +38,7 @@ class Accounting:
     when ``content`` keeps it, and charge the key's limits."""
 
     def __init__(
-        self, db: Database | None, auth: Authenticator, content: ContentKeeper | None = None
+        self, db: Store | None, auth: Authenticator, content: ContentKeeper | None = None
     ) -> None:
         self.db = db
         self.auth = auth

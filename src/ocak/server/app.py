@@ -47,7 +47,7 @@ from ocak.server.routes import (
 from ocak.server.services import Services, build_services
 from ocak.server.tracking import RequestTracking
 from ocak.server.tuning_eval import in_process_evaluator
-from ocak.store.db import Database
+from ocak.store.db import Store
 
 log = logging.getLogger("ocak.server")
 
@@ -60,7 +60,7 @@ def create_app(
     *,
     on_fatal: FatalHook | None = None,
     sinks: list[Sink] | None = None,
-    db: Database | None = None,
+    db: Store | None = None,
     gateway: Gateway | None = None,
 ) -> FastAPI:
     """An app over services built here (tests: ``db`` None means no usage store)."""

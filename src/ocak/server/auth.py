@@ -35,7 +35,7 @@ from ocak.errors import AuthenticationError, OcakError, PermissionDenied
 from ocak.protocol.record import RequestRecord
 from ocak.server.errors import error_response
 from ocak.server.limits import Limiter, budget_window_start
-from ocak.store.db import Database
+from ocak.store.db import Store
 from ocak.store.keys import KeyInfo, StoredKey, hash_key, stored_keys
 from ocak.store.usage import tokens_used
 
@@ -60,7 +60,7 @@ class Authenticator:
 
     def __init__(
         self,
-        db: Database | None = None,
+        db: Store | None = None,
         *,
         required: bool = False,
         limiter: Limiter | None = None,

@@ -23,7 +23,7 @@ from typing import Any
 from ocak.errors import OcakError
 from ocak.protocol.record import RequestRecord
 from ocak.store.content import Content, Scrub, insert_content, purge_content
-from ocak.store.db import Database
+from ocak.store.db import Store
 
 log = logging.getLogger("ocak.server")
 
@@ -221,7 +221,7 @@ class ContentKeeper:
     """Stores a request's content beside its usage row, redacted with ``scrub`` (the
     providers' key values) and the key shapes ``ocak.store.content.redact`` knows."""
 
-    def __init__(self, db: Database, scrub: Scrub | None = None) -> None:
+    def __init__(self, db: Store, scrub: Scrub | None = None) -> None:
         self.db = db
         self.scrub = scrub
 
@@ -231,7 +231,7 @@ class ContentKeeper:
             insert_content(self.db, usage_id, record.started_at, content, self.scrub)
 
 
-def purge_expired(db: Database, retention: float) -> int:
+def purge_expired(db: Store, retention: float) -> int:
     """Delete content older than ``retention`` seconds; how many rows went (0 when the
     database is closing or busy: the next round deletes them)."""
     try:
@@ -241,7 +241,7 @@ def purge_expired(db: Database, retention: float) -> int:
         return 0
 
 
-def retention_task(db: Database | None, retention: float) -> asyncio.Task[None] | None:
+def retention_task(db: Store | None, retention: float) -> asyncio.Task[None] | None:
     """Delete expired content now and every hour (every half retention, when that is
     shorter), off the event loop; whether or not content is stored now, what was stored
     before still expires. None without a store."""

@@ -37,7 +37,8 @@ from ocak.serving.knowledge import KnowledgeServing
 from ocak.serving.prompts import PromptServing
 from ocak.serving.service import ModelServing
 from ocak.serving.tuning import FineTuning
-from ocak.store.db import Database, database_path, open_database
+from ocak.store.backend import open_store
+from ocak.store.db import Store
 from ocak.telemetry import Tracing
 
 
@@ -45,7 +46,7 @@ from ocak.telemetry import Tracing
 class Services:
     settings: Settings
     engines: EngineRegistry
-    db: Database | None  # the usage/keys store; None: keys off, no usage rows (tests)
+    db: Store | None  # the usage/keys store; None: keys off, no usage rows (tests)
     auth: Authenticator
     metrics: Metrics
     gateway: Gateway  # aliases, providers and the router over them and the engines
@@ -117,17 +118,17 @@ def build_services(
     settings: Settings,
     engines: EngineRegistry,
     *,
-    db: Database | Literal["open"] | None = "open",
+    db: Store | Literal["open"] | None = "open",
     sinks: list[Sink] | None = None,
     gateway: Gateway | None = None,
 ) -> Services:
     """Build the server's parts from ``settings`` over ``engines`` (not yet loaded).
 
-    ``db="open"`` opens the usage/keys database in ``settings.data_dir`` (checkpointed in
+    ``db="open"`` opens the usage/keys store (``ocak.db`` in ``settings.data_dir``, checkpointed in
     the background); tests pass their own or None. ``sinks`` run before ocak's own
     (accounting). A bad alias or provider reference raises ``ConfigError`` naming its line.
     """
-    store = open_database(database_path(settings.data_dir)) if db == "open" else db
+    store = open_store(settings) if db == "open" else db
     if store is not None and db == "open":
         store.checkpoint_in_background()  # keep WAL checkpoints out of usage-record commits
     speech = SpeechModels.bundled(settings)  # their names may be an alias's local targets

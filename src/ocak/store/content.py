@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from ocak.store.db import Database
+from ocak.store.db import Store
 from ocak.store.keys import KEY_PREFIX
 
 REDACTED = "[REDACTED]"
@@ -89,10 +89,10 @@ def _json(value: Any) -> str:
 
 
 def insert_content(
-    db: Database, usage_id: int, ts: float, content: Content, scrub: Scrub | None = None
+    db: Store, usage_id: int, ts: float, content: Content, scrub: Scrub | None = None
 ) -> None:
     """Store ``content`` beside usage row ``usage_id``, redacted."""
-    db.insert(
+    db.execute(
         "INSERT INTO usage_content (usage_id, ts, messages, params, answer) VALUES (?,?,?,?,?)",
         (
             usage_id,
@@ -104,10 +104,11 @@ def insert_content(
     )
 
 
-def purge_content(db: Database, before: float | None = None) -> int:
+def purge_content(db: Store, before: float | None = None) -> int:
     """Delete content stored before ``before`` (None: all of it); how many rows went.
     Usage rows stay: they are the accounting, and hold no content."""
-    db.execute("PRAGMA secure_delete = ON")  # deleted text is overwritten, not left in pages
+    if db.dialect == "sqlite":  # deleted text is overwritten, not left in free pages
+        db.execute("PRAGMA secure_delete = ON")
     with db.transaction() as conn:
         cur = conn.execute(
             "DELETE FROM usage_content WHERE ts < ?",
@@ -116,7 +117,7 @@ def purge_content(db: Database, before: float | None = None) -> int:
         return int(cur.rowcount)
 
 
-def content_count(db: Database) -> int:
+def content_count(db: Store) -> int:
     return int(db.execute("SELECT COUNT(*) FROM usage_content")[0][0])
 
 
@@ -135,19 +136,21 @@ class StoredExchange:
 
 
 def stored_content(
-    db: Database, *, since: float | None = None, model: str | None = None, batch: int = 200
+    db: Store, *, since: float | None = None, model: str | None = None, batch: int = 200
 ) -> Iterator[StoredExchange]:
     """Stored requests since a time (oldest first), of one model when given; read in
     batches, so an export of any size holds one batch in memory."""
     last = 0
+    one_model = " AND u.model = ?" if model is not None else ""
     while True:
+        params: tuple[Any, ...] = (last, float("-inf") if since is None else since)
         rows = db.execute(
             "SELECT c.usage_id, c.ts, u.request_id, u.model, u.backend, u.prompt, u.stream,"
             " c.messages, c.params, c.answer FROM usage_content c"
             " JOIN usage u ON u.id = c.usage_id"
-            " WHERE c.usage_id > ? AND c.ts >= ? AND (? IS NULL OR u.model = ?)"
+            f" WHERE c.usage_id > ? AND c.ts >= ?{one_model}"
             " ORDER BY c.usage_id LIMIT ?",
-            (last, float("-inf") if since is None else since, model, model, batch),
+            (*params, *((model,) if model is not None else ()), batch),
         )
         for r in rows:
             yield StoredExchange(

@@ -16,9 +16,9 @@ import contextlib
 import sqlite3
 import threading
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from ocak.errors import OcakError
 
@@ -98,12 +98,40 @@ class StoreError(OcakError):
     """The database cannot be opened or is newer than this ocak."""
 
 
+class ConstraintViolation(StoreError):
+    """A write broke a constraint (a unique name taken): on either engine."""
+
+
 def database_path(data_dir: Path) -> Path:
     return data_dir / DB_NAME
 
 
+class Executor(Protocol):
+    """A connection inside a transaction: SQLite's, or the PostgreSQL store's wrapper."""
+
+    def execute(self, sql: str, params: Sequence[Any] = ..., /) -> Any: ...
+
+
+class Store(Protocol):
+    """What the keys and usage code needs of ``ocak.db``: ``Database`` (SQLite, the
+    embedded default) or ``PostgresDatabase`` (``database_url``), one SQL for both."""
+
+    dialect: str
+    path: Path
+
+    def execute(self, sql: str, params: Sequence[Any] = ...) -> list[tuple[Any, ...]]: ...
+    def insert(self, sql: str, params: Sequence[Any] = ...) -> int: ...
+    def transaction(self) -> AbstractContextManager[Executor]: ...
+    def data_version(self) -> int: ...
+    def schema_version(self) -> int: ...
+    def checkpoint_in_background(self, interval: float = ...) -> None: ...
+    def close(self) -> None: ...
+
+
 class Database:
     """A SQLite connection usable from several threads, one statement at a time."""
+
+    dialect = "sqlite"
 
     def __init__(self, conn: sqlite3.Connection, path: Path) -> None:
         self.conn = conn
@@ -144,7 +172,10 @@ class Database:
 
     def insert(self, sql: str, params: Sequence[Any] = ()) -> int:
         with self.lock:
-            cur = self.conn.execute(sql, params)
+            try:
+                cur = self.conn.execute(sql, params)
+            except sqlite3.IntegrityError as exc:
+                raise ConstraintViolation(str(exc)) from exc
             return int(cur.lastrowid or 0)
 
     @contextmanager

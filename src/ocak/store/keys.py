@@ -11,12 +11,11 @@ from __future__ import annotations
 import hashlib
 import json
 import secrets
-import sqlite3
 import time
 from dataclasses import dataclass
 
 from ocak.errors import InvalidRequest, NotFound
-from ocak.store.db import Database
+from ocak.store.db import ConstraintViolation, Store
 
 KEY_PREFIX = "ocak-"
 DISPLAY_CHARS = 12
@@ -94,7 +93,7 @@ def _positive(name: str, value: int | float | None) -> None:
 
 
 def create_key(
-    db: Database,
+    db: Store,
     name: str,
     *,
     models: list[str] | None = None,
@@ -141,7 +140,7 @@ def create_key(
                 int(admin),
             ),
         )
-    except sqlite3.IntegrityError as exc:
+    except ConstraintViolation as exc:
         raise InvalidRequest(
             f"an active key named '{name}' already exists (revoke it or pick another name)",
             param="name",
@@ -162,17 +161,17 @@ def create_key(
     return key, info
 
 
-def list_keys(db: Database, *, include_revoked: bool = True) -> list[KeyInfo]:
+def list_keys(db: Store, *, include_revoked: bool = True) -> list[KeyInfo]:
     return [k.info for k in stored_keys(db, include_revoked=include_revoked)]
 
 
-def stored_keys(db: Database, *, include_revoked: bool = False) -> list[StoredKey]:
+def stored_keys(db: Store, *, include_revoked: bool = False) -> list[StoredKey]:
     where = "" if include_revoked else " WHERE revoked_at IS NULL"
     rows = db.execute(f"SELECT {_COLUMNS} FROM keys{where} ORDER BY id")
     return [_row(r) for r in rows]
 
 
-def revoke_key(db: Database, name_or_prefix: str) -> KeyInfo:
+def revoke_key(db: Store, name_or_prefix: str) -> KeyInfo:
     """Revoke the active key with this name (or display prefix); the row stays for usage."""
     with db.transaction() as conn:
         rows = conn.execute(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, fields
 
-from ocak.store.db import Database
+from ocak.store.db import Store
 
 # Limits what a client can make ocak store: a model name is client input.
 MAX_TEXT = 200
@@ -47,7 +47,7 @@ _INSERT = (
 )
 
 
-def insert_usage(db: Database, row: UsageRow) -> int:
+def insert_usage(db: Store, row: UsageRow) -> int:
     """Commit one record (autocommit: durable against a killed process when this returns);
     its row id, which stored content is keyed by."""
     return db.insert(
@@ -74,7 +74,7 @@ def insert_usage(db: Database, row: UsageRow) -> int:
     )
 
 
-def recent_usage(db: Database, limit: int = 100) -> list[UsageRow]:
+def recent_usage(db: Store, limit: int = 100) -> list[UsageRow]:
     rows = db.execute(
         "SELECT ts, request_id, key_id, key_name, model, backend, locality, stream,"
         " prompt_tokens, completion_tokens, ttft_ms, total_ms, status, http_status, error_code,"
@@ -85,7 +85,7 @@ def recent_usage(db: Database, limit: int = 100) -> list[UsageRow]:
     return [UsageRow(**{**dict(zip(names, r, strict=True)), "stream": bool(r[7])}) for r in rows]
 
 
-def tokens_used(db: Database, key_id: int, since: float | None = None) -> int:
+def tokens_used(db: Store, key_id: int, since: float | None = None) -> int:
     """Prompt plus completion tokens a key has used (since a time, when given)."""
     rows = db.execute(
         "SELECT COALESCE(SUM(prompt_tokens + completion_tokens), 0) FROM usage"
@@ -117,13 +117,18 @@ class UsageSummary:
     avg_total_ms: float | None
 
 
-def summarize(db: Database, *, by: str = "model", since: float | None = None) -> list[UsageSummary]:
+def _count(status: str) -> str:
+    """How many rows have ``status`` (a constant of this module: never client text)."""
+    return f"SUM(CASE WHEN status = '{status}' THEN 1 ELSE 0 END)"
+
+
+def summarize(db: Store, *, by: str = "model", since: float | None = None) -> list[UsageSummary]:
     """Requests and tokens per key, model or backend since a time (default: all)."""
     column = GROUPS[by]  # a fixed whitelist: never client text in SQL
     rows = db.execute(
         f"SELECT COALESCE({column}, '-') AS g, COUNT(*),"
-        " SUM(status = 'completed'), SUM(status = 'failed'), SUM(status = 'cancelled'),"
-        " SUM(status = 'rejected'), SUM(prompt_tokens), SUM(completion_tokens),"
+        f" {_count('completed')}, {_count('failed')}, {_count('cancelled')},"
+        f" {_count('rejected')}, SUM(prompt_tokens), SUM(completion_tokens),"
         " AVG(CASE WHEN status = 'completed' THEN ttft_ms END),"
         " AVG(CASE WHEN status = 'completed' THEN total_ms END)"
         " FROM usage WHERE ts >= ? GROUP BY g ORDER BY COUNT(*) DESC, g",
@@ -146,7 +151,7 @@ def summarize(db: Database, *, by: str = "model", since: float | None = None) ->
     ]
 
 
-def count_by_status(db: Database, since: float | None = None) -> dict[str, int]:
+def count_by_status(db: Store, since: float | None = None) -> dict[str, int]:
     rows = db.execute(
         "SELECT status, COUNT(*) FROM usage WHERE ts >= ? GROUP BY status",
         (since if since is not None else float("-inf"),),
@@ -167,13 +172,18 @@ class UsagePoint:
     avg_total_ms: float | None
 
 
-def series(db: Database, *, by: str = "model", since: float, bucket: float) -> list[UsagePoint]:
+def series(db: Store, *, by: str = "model", since: float, bucket: float) -> list[UsagePoint]:
     """Requests, tokens and latency per ``bucket`` seconds and per key, model or backend,
     since ``since``, oldest first (buckets without a request are absent)."""
     column = GROUPS[by]  # a fixed whitelist: never client text in SQL
+    # The bucket's index: SQLite's CAST truncates (ts >= since: the floor); PostgreSQL's rounds.
+    floor = "CAST((ts - ?) / ? AS INTEGER)"
+    if db.dialect == "postgres":
+        floor = "CAST(FLOOR((ts - ?) / ?) AS INTEGER)"
     rows = db.execute(
-        f"SELECT CAST((ts - ?) / ? AS INTEGER) AS b, COALESCE({column}, '-') AS g, COUNT(*),"
-        " SUM(status IN ('failed', 'rejected')), SUM(prompt_tokens), SUM(completion_tokens),"
+        f"SELECT {floor} AS b, COALESCE({column}, '-') AS g, COUNT(*),"
+        " SUM(CASE WHEN status IN ('failed', 'rejected') THEN 1 ELSE 0 END),"
+        " SUM(prompt_tokens), SUM(completion_tokens),"
         " AVG(CASE WHEN status = 'completed' THEN total_ms END)"
         " FROM usage WHERE ts >= ? GROUP BY b, g ORDER BY b, g",
         (since, bucket, since),

@@ -10,7 +10,7 @@ from pathlib import Path
 import httpx
 
 from app_helpers import run_app as run
-from ocak.store.db import open_database
+from ocak.store.db import Store, open_database
 from ocak.store.keys import create_key
 from ocak.store.usage import UsageRow, insert_usage, series
 
@@ -70,8 +70,8 @@ def test_the_usage_report_buckets_requests_by_group(tmp_path: Path) -> None:
     run(tmp_path, check)
 
 
-def test_series_puts_each_request_in_its_bucket(tmp_path: Path) -> None:
-    db = open_database(tmp_path / "ocak.db")
+def test_series_puts_each_request_in_its_bucket(store: Store) -> None:
+    db = store
     base = 1_000_000.0
 
     def row(ts: float, model: str, status: str = "completed") -> UsageRow:
@@ -88,7 +88,6 @@ def test_series_puts_each_request_in_its_bucket(tmp_path: Path) -> None:
     points = series(db, by="model", since=base, bucket=60)
     got = [(p.start - base, p.group, p.requests, p.failed, p.completion_tokens) for p in points]
     assert got == [(0, "a", 2, 1, 8), (60, "a", 1, 0, 4), (60, "b", 1, 0, 4)]
-    db.close()
 
 
 def test_the_card_check_names_each_problem_and_stores_nothing(tmp_path: Path) -> None:

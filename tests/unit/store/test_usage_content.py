@@ -18,7 +18,7 @@ from ocak.store.content import (
     redact,
     stored_content,
 )
-from ocak.store.db import SCHEMA_VERSION, migrate, open_database
+from ocak.store.db import SCHEMA_VERSION, Store, migrate, open_database
 from ocak.store.usage import UsageRow, insert_usage, recent_usage
 
 
@@ -74,8 +74,8 @@ def test_a_version_3_file_upgrades_to_4_and_keeps_its_rows(tmp_path: Path) -> No
     db.close()
 
 
-def test_content_sits_beside_its_usage_row_and_exports_as_a_chat_line(tmp_path: Path) -> None:
-    db = open_database(tmp_path / "ocak.db")
+def test_content_sits_beside_its_usage_row_and_exports_as_a_chat_line(store: Store) -> None:
+    db = store
     insert_usage(db, row(request_id="req_without_content"))
     usage_id = insert_usage(db, row(request_id="req_a", prompt="npc-greeting@3", stream=True))
     insert_content(db, usage_id, 1000.0, HELLO)
@@ -100,8 +100,8 @@ def test_content_sits_beside_its_usage_row_and_exports_as_a_chat_line(tmp_path: 
     db.close()
 
 
-def test_tools_go_to_the_top_level_as_openai_fine_tuning_has_them(tmp_path: Path) -> None:
-    db = open_database(tmp_path / "ocak.db")
+def test_tools_go_to_the_top_level_as_openai_fine_tuning_has_them(store: Store) -> None:
+    db = store
     tool = {"type": "function", "function": {"name": "add", "parameters": {"type": "object"}}}
     call = {"id": "call_1", "type": "function", "function": {"name": "add", "arguments": "{}"}}
     content = Content(

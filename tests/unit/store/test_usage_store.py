@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from ocak.errors import InvalidRequest, NotFound
-from ocak.store.db import SCHEMA_VERSION, StoreError, open_database
+from ocak.store.db import SCHEMA_VERSION, Store, StoreError, open_database
 from ocak.store.keys import create_key, hash_key, list_keys, revoke_key, stored_keys
 from ocak.store.usage import UsageRow, count_by_status, insert_usage, summarize, tokens_used
 
@@ -112,8 +112,17 @@ def test_a_key_is_stored_only_as_a_hash(tmp_path: Path) -> None:
     assert hash_key(key).hex().encode() in raw
 
 
-def test_names_are_unique_among_active_keys_only(tmp_path: Path) -> None:
-    db = open_database(tmp_path / "ocak.db")
+def test_a_key_is_kept_as_its_hash_on_either_engine(store: Store) -> None:
+    key, info = create_key(store, "alice", admin=True)
+    rows = store.execute("SELECT * FROM keys")
+    assert len(rows) == 1 and hash_key(key).hex() in rows[0]
+    assert not any(key in str(v) or key[12:] in str(v) for v in rows[0])
+    (stored,) = stored_keys(store)
+    assert stored.info == info and stored.info.admin is True
+
+
+def test_names_are_unique_among_active_keys_only(store: Store) -> None:
+    db = store
     create_key(db, "alice")
     with pytest.raises(InvalidRequest, match="already exists"):
         create_key(db, "alice")
@@ -136,15 +145,15 @@ def test_names_are_unique_among_active_keys_only(tmp_path: Path) -> None:
         ({"budget_period": 60.0}, "budget_period"),
     ],
 )
-def test_bad_key_settings_are_refused(tmp_path: Path, kw: dict[str, object], param: str) -> None:
-    db = open_database(tmp_path / "ocak.db")
+def test_bad_key_settings_are_refused(store: Store, kw: dict[str, object], param: str) -> None:
+    db = store
     with pytest.raises(InvalidRequest) as info:
         create_key(db, "k", **kw)  # type: ignore[arg-type]
     assert info.value.param == param
 
 
-def test_summaries_group_and_filter_by_time(tmp_path: Path) -> None:
-    db = open_database(tmp_path / "ocak.db")
+def test_summaries_group_and_filter_by_time(store: Store) -> None:
+    db = store
     now = time.time()
     insert_usage(db, row(ts=now - 7200, key_id=1, key_name="a", status="completed"))
     insert_usage(db, row(ts=now, key_id=1, key_name="a", status="cancelled", completion_tokens=2))
@@ -161,8 +170,8 @@ def test_summaries_group_and_filter_by_time(tmp_path: Path) -> None:
     assert count_by_status(db) == {"completed": 1, "cancelled": 1, "rejected": 1}
 
 
-def test_client_text_is_clipped_before_it_is_stored(tmp_path: Path) -> None:
-    db = open_database(tmp_path / "ocak.db")
+def test_client_text_is_clipped_before_it_is_stored(store: Store) -> None:
+    db = store
     insert_usage(db, row(model="m" * 10_000))
     assert len(summarize(db, by="model")[0].group) == 200
 

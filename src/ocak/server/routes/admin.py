@@ -22,7 +22,7 @@ from ocak.protocol.openai import ErrorResponse
 from ocak.server.auth import require_admin
 from ocak.server.routes.characters import get_service
 from ocak.server.services import get_state
-from ocak.store.db import Database
+from ocak.store.db import Store
 from ocak.store.keys import KeyInfo, create_key, list_keys, revoke_key
 from ocak.store.usage import series, summarize
 from ocak.system.doctor import run_checks
@@ -93,7 +93,7 @@ class PlayerDeleted(BaseModel):
     removed: dict[str, int] = Field(description="Rows removed, per table.")
 
 
-def _keys_db(request: Request) -> Database:
+def _keys_db(request: Request) -> Store:
     db = get_state(request).db
     if db is None:
         raise Unavailable("This server has no key store.")

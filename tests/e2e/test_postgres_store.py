@@ -1,0 +1,74 @@
+"""Two ``ocak serve`` processes on one real PostgreSQL (``database_url``): a key made on
+one works on the other at once, a key revoked on one is refused by the other at once,
+and both processes' usage records are one history; the CLI uses the same store; an
+unreachable database is one clear line with no password in it."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+import pytest
+
+from helpers import running
+from pg import PgServer
+
+pytestmark = pytest.mark.slow
+
+CHAT = {"model": "default", "max_tokens": 2, "messages": [{"role": "user", "content": "Hi"}]}
+
+
+def cli(url: str, data: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "OCAK_DATABASE_URL": url, "OCAK_DATA_DIR": str(data), "COLUMNS": "200"}
+    return subprocess.run([sys.executable, "-m", "ocak", *args], capture_output=True, text=True,
+                          env=env, timeout=60)  # fmt: skip
+
+
+def bearer(key: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {key}"}
+
+
+def test_two_servers_share_keys_and_usage(pg_server: PgServer, tmp_path: Path) -> None:
+    url = pg_server.database()
+    made = cli(url, tmp_path / "cli", "keys", "create", "--name", "owner", "--admin")
+    assert made.returncode == 0, made.stderr
+    admin = made.stdout.strip()
+    env_a = {"OCAK_DATABASE_URL": url, "OCAK_DATA_DIR": str(tmp_path / "a")}
+    env_b = {"OCAK_DATABASE_URL": url, "OCAK_DATA_DIR": str(tmp_path / "b")}
+    with running(env=env_a) as a, running(env=env_b) as b:
+        r = httpx.post(f"{a.url}/v1/keys", json={"name": "game"}, headers=bearer(admin))
+        assert r.status_code == 201, r.text
+        game = r.json()["key"]
+        chat = httpx.post(f"{b.url}/v1/chat/completions", json=CHAT, headers=bearer(game),
+                          timeout=60)  # fmt: skip
+        assert chat.status_code == 200, chat.text  # made on A, accepted by B at once
+
+        assert httpx.delete(f"{a.url}/v1/keys/game", headers=bearer(admin)).status_code == 200
+        refused = httpx.post(f"{b.url}/v1/chat/completions", json=CHAT, headers=bearer(game),
+                             timeout=60)  # fmt: skip
+        assert refused.status_code == 401, refused.text  # revoked on A, refused by B at once
+
+        chat = httpx.post(f"{a.url}/v1/chat/completions", json=CHAT, headers=bearer(admin),
+                          timeout=60)  # fmt: skip
+        assert chat.status_code == 200, chat.text
+        report = httpx.get(f"{b.url}/v1/usage", params={"by": "key"}, headers=bearer(admin))
+        groups = {s["group"]: s["requests"] for s in report.json()["summary"]}
+        assert groups.get("game") == 1 and groups.get("owner") == 1, groups  # one on each
+    listed = cli(url, tmp_path / "cli", "usage", "--by", "key")
+    assert listed.returncode == 0 and "game" in listed.stdout, listed.stdout + listed.stderr
+    # Nothing was written beside either server: the store is PostgreSQL.
+    assert not (tmp_path / "a" / "ocak.db").exists() and not (tmp_path / "b" / "ocak.db").exists()
+
+
+def test_an_unreachable_database_is_one_line_without_the_password(tmp_path: Path) -> None:
+    from helpers import free_port
+
+    url = f"postgresql://ocak:s3cret-pw@127.0.0.1:{free_port()}/ocak"
+    result = cli(url, tmp_path, "keys", "list")
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "cannot connect to PostgreSQL" in result.stderr
+    assert "s3cret-pw" not in result.stderr + result.stdout and "ocak:***@" in result.stderr
+    assert "Traceback" not in result.stderr
