@@ -1,6 +1,7 @@
 """Two ``ocak serve`` processes on one real PostgreSQL (``database_url``): a key made on
 one works on the other at once, a key revoked on one is refused by the other at once,
-and both processes' usage records are one history; the CLI uses the same store; an
+a key's requests per minute are counted across both, and both processes' usage records
+are one history; the CLI uses the same store; an
 unreachable database is one clear line with no password in it."""
 
 from __future__ import annotations
@@ -54,6 +55,15 @@ def test_two_servers_share_keys_and_usage(pg_server: PgServer, tmp_path: Path) -
         chat = httpx.post(f"{a.url}/v1/chat/completions", json=CHAT, headers=bearer(admin),
                           timeout=60)  # fmt: skip
         assert chat.status_code == 200, chat.text
+        # A key's requests per minute hold across both processes, not per process.
+        r = httpx.post(f"{a.url}/v1/keys", json={"name": "npc", "rpm": 3}, headers=bearer(admin))
+        npc = r.json()["key"]
+        codes = [
+            httpx.post(f"{server.url}/v1/chat/completions", json=CHAT, headers=bearer(npc),
+                       timeout=60).status_code
+            for server in (a, b, a, b)
+        ]  # fmt: skip
+        assert codes == [200, 200, 200, 429], codes
         report = httpx.get(f"{b.url}/v1/usage", params={"by": "key"}, headers=bearer(admin))
         groups = {s["group"]: s["requests"] for s in report.json()["summary"]}
         assert groups.get("game") == 1 and groups.get("owner") == 1, groups  # one on each

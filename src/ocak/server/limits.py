@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 
 from ocak.errors import QuotaExceeded, RateLimited
 from ocak.store.keys import KeyInfo
+from ocak.store.postgres import PostgresDatabase
 
 WINDOW = 60.0
 Clock = Callable[[], float]
@@ -145,3 +146,84 @@ class Limiter:
                 if start != w.budget_start:
                     w.budget_start, w.budget_used = start, 0
                 w.budget_used += tokens
+
+
+class SharedLimiter(Limiter):
+    """The same limits, counted in the store for every process that shares it (PostgreSQL):
+    N ocak processes admit a key's ``rpm`` requests a minute between them, not N times it.
+
+    Each admitted request is a row of ``rate_events`` and each finished request's tokens
+    another; a key's window is checked and counted in one transaction under an advisory
+    lock on the key, so two processes cannot both take the last request of a minute.
+    Budgets are read from the usage records, which every process writes. Times are wall
+    clock (the processes share no monotonic clock): machines should run NTP.
+    """
+
+    PRUNE_EVERY = 200  # admissions between deletions of rows older than the window
+
+    def __init__(self, store: PostgresDatabase, wall: Clock = time.time) -> None:
+        super().__init__(clock=wall, wall=wall)
+        self.store = store
+        self._admitted = 0
+
+    def admit(self, key: KeyInfo) -> None:
+        if key.rpm is None and key.tpm is None and key.budget_tokens is None:
+            return
+        now = self.wall()
+        edge = now - WINDOW
+        with self.store.transaction(lock=key.id) as tx:
+            if key.budget_tokens is not None:
+                start = budget_window_start(key, now)
+                used = tx.execute(
+                    "SELECT COALESCE(SUM(prompt_tokens + completion_tokens), 0) FROM usage"
+                    " WHERE key_id = ? AND ts >= ?",
+                    (key.id, start),
+                ).fetchone()
+                with self._lock:
+                    w = self._window(key.id)
+                    w.budget_start, w.budget_used = start, int(used[0] if used else 0)
+                    self._check_budget(key, w)
+            if key.rpm is not None:
+                rows = tx.execute(
+                    "SELECT ts FROM rate_events WHERE key_id = ? AND ts > ? AND tokens = 0"
+                    " ORDER BY ts DESC LIMIT ?",
+                    (key.id, edge, key.rpm),
+                ).fetchall()
+                if len(rows) >= key.rpm:
+                    wait = float(rows[-1][0]) + WINDOW - now
+                    raise RateLimited(
+                        f"Rate limit reached for key '{key.name}': {key.rpm} requests per "
+                        f"minute (across all ocak processes). Try again in {wait:.1f}s.",
+                        retry_after=wait,
+                    )
+            if key.tpm is not None:
+                rows = tx.execute(
+                    "SELECT ts, tokens FROM rate_events WHERE key_id = ? AND ts > ?"
+                    " AND tokens > 0 ORDER BY ts",
+                    (key.id, edge),
+                ).fetchall()
+                w = _KeyWindow()
+                w.tokens.extend((float(t), int(n)) for t, n in rows)
+                w.token_sum = sum(int(n) for _, n in rows)
+                if w.token_sum >= key.tpm:
+                    wait = self._tpm_wait(key.tpm, w, now)
+                    raise RateLimited(
+                        f"Rate limit reached for key '{key.name}': {key.tpm} tokens per minute "
+                        f"(used {w.token_sum}, across all ocak processes). Try again in "
+                        f"{wait:.1f}s.",
+                        retry_after=wait,
+                    )
+            if key.rpm is not None:
+                tx.execute("INSERT INTO rate_events (key_id, ts, tokens) VALUES (?, ?, 0)",
+                           (key.id, now))  # fmt: skip
+        self._admitted += 1
+        if self._admitted % self.PRUNE_EVERY == 0:
+            self.store.execute("DELETE FROM rate_events WHERE ts < ?", (edge,))
+
+    def charge(self, key: KeyInfo, tokens: int) -> None:
+        if tokens <= 0 or key.tpm is None:
+            return  # budgets are counted from the usage rows
+        self.store.execute(
+            "INSERT INTO rate_events (key_id, ts, tokens) VALUES (?, ?, ?)",
+            (key.id, self.wall(), tokens),
+        )

@@ -29,6 +29,7 @@ from ocak.server.accounting import Accounting
 from ocak.server.auth import Authenticator, keys_required
 from ocak.server.content import ContentKeeper
 from ocak.server.genkeys import Generations
+from ocak.server.limits import SharedLimiter
 from ocak.server.metrics import Metrics
 from ocak.server.request_log import RequestLog
 from ocak.serving.audio import AudioServing, SpeechModels
@@ -39,6 +40,7 @@ from ocak.serving.service import ModelServing
 from ocak.serving.tuning import FineTuning
 from ocak.store.backend import open_store
 from ocak.store.db import Store
+from ocak.store.postgres import PostgresDatabase
 from ocak.telemetry import Tracing
 
 
@@ -140,7 +142,9 @@ def build_services(
         if db == "open" and store is not None:
             store.close()
         raise
-    auth = Authenticator(store, required=keys_required(settings))
+    # With PostgreSQL, rate windows are counted in the store: shared by every process.
+    limiter = SharedLimiter(store) if isinstance(store, PostgresDatabase) else None
+    auth = Authenticator(store, required=keys_required(settings), limiter=limiter)
     embeddings = EmbeddingServing(auth, embedders, gw.router)
     knowledge = KnowledgeServing(settings.data_dir, embeddings)
     prompts = PromptServing(settings.data_dir)

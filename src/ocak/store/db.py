@@ -90,6 +90,17 @@ MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX usage_content_ts ON usage_content(ts);
     """,
+    # 5: per-key rate windows shared by the processes of one store (server/limits.py's
+    # SharedLimiter, used with PostgreSQL): one row per admitted request, and one per
+    # request's tokens, kept for the last minute.
+    """
+    CREATE TABLE rate_events (
+        key_id INTEGER NOT NULL,
+        ts REAL NOT NULL,
+        tokens INTEGER NOT NULL DEFAULT 0
+    );
+    CREATE INDEX rate_events_key_ts ON rate_events(key_id, ts);
+    """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 

@@ -80,10 +80,18 @@ PG_MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX usage_content_ts ON usage_content(ts);
     """,
+    """
+    CREATE TABLE rate_events (
+        key_id BIGINT NOT NULL,
+        ts DOUBLE PRECISION NOT NULL,
+        tokens BIGINT NOT NULL DEFAULT 0
+    );
+    CREATE INDEX rate_events_key_ts ON rate_events(key_id, ts);
+    """,
 )
 assert len(PG_MIGRATIONS) == len(MIGRATIONS), "one schema history for both engines"
 
-LOCK_ID = 0x6F63616B  # "ocak": the advisory lock migrations hold, one process at a time
+LOCK_ID = 0x6F63616B  # "ocak": the advisory locks' namespace (migrations, rate windows)
 
 
 def _sql(statement: str) -> str:
@@ -146,8 +154,12 @@ class PostgresDatabase:
             return int(row[0]) if row else 0
 
     @contextmanager
-    def transaction(self) -> Iterator[_Transaction]:
+    def transaction(self, lock: int | None = None) -> Iterator[_Transaction]:
+        """Statements committed together; with ``lock``, under that advisory lock (held by
+        one process at a time until the commit: a key's rate window, checked and counted)."""
         with self.lock, self.conn.transaction():
+            if lock is not None:
+                self.conn.execute("SELECT pg_advisory_xact_lock(%s, %s)", (LOCK_ID, lock))
             yield _Transaction(self.conn)
 
     def data_version(self) -> int:
@@ -194,7 +206,7 @@ def open_postgres(url: str, migrations: Sequence[str] = PG_MIGRATIONS) -> Postgr
 def _migrate(conn: Any, migrations: Sequence[str]) -> None:
     known = len(migrations)
     with conn.transaction():
-        conn.execute("SELECT pg_advisory_xact_lock(%s)", (LOCK_ID,))
+        conn.execute("SELECT pg_advisory_xact_lock(%s, 0)", (LOCK_ID,))
         conn.execute("CREATE TABLE IF NOT EXISTS ocak_schema (version INTEGER NOT NULL)")
         row = conn.execute("SELECT version FROM ocak_schema").fetchone()
         if row is None:
