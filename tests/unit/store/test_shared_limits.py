@@ -10,7 +10,7 @@ import pytest
 
 from ocak.errors import QuotaExceeded, RateLimited
 from ocak.server.limits import SharedLimiter
-from ocak.store.keys import create_key
+from ocak.store.keys import create_key, list_keys
 from ocak.store.postgres import open_postgres
 from ocak.store.usage import UsageRow, insert_usage
 from pg import PgServer
@@ -61,3 +61,21 @@ def test_limits_hold_across_two_processes(pg_server: PgServer) -> None:
     finally:
         one.close()
         two.close()
+
+
+def test_an_older_postgres_schema_upgrades_and_a_newer_one_is_refused(pg_server: PgServer) -> None:
+    from ocak.store.db import SCHEMA_VERSION, StoreError
+    from ocak.store.postgres import PG_MIGRATIONS
+
+    url = pg_server.database()
+    old = open_postgres(url, migrations=PG_MIGRATIONS[:3])
+    assert old.schema_version() == 3
+    create_key(old, "legacy")
+    old.close()
+    db = open_postgres(url)
+    assert db.schema_version() == SCHEMA_VERSION == len(PG_MIGRATIONS)
+    assert [k.name for k in list_keys(db)] == ["legacy"]  # kept through the upgrade
+    db.execute("UPDATE ocak_schema SET version = 99")
+    db.close()
+    with pytest.raises(StoreError, match="newer than this ocak"):
+        open_postgres(url)

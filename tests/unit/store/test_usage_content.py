@@ -52,7 +52,7 @@ HELLO = Content(
 )
 
 
-def test_a_version_3_file_upgrades_to_4_and_keeps_its_rows(tmp_path: Path) -> None:
+def test_a_version_3_file_upgrades_to_the_latest_and_keeps_its_rows(tmp_path: Path) -> None:
     path = tmp_path / "ocak.db"
     old = sqlite3.connect(path, isolation_level=None)
     assert migrate(old, path, target=3) == 3
@@ -64,7 +64,7 @@ def test_a_version_3_file_upgrades_to_4_and_keeps_its_rows(tmp_path: Path) -> No
     old.close()
 
     db = open_database(path)
-    assert db.schema_version() == SCHEMA_VERSION == 4
+    assert db.schema_version() == SCHEMA_VERSION == 5
     (kept,) = recent_usage(db)
     assert (kept.request_id, kept.prompt_tokens, kept.prompt) == ("req_old", 7, None)
     usage_id = insert_usage(db, row(request_id="req_new", prompt="npc-greeting@3"))
