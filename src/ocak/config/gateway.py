@@ -63,6 +63,13 @@ class ProviderConfig(_Strict):
         "nowhere, but the file is not a secret store).",
     )
     timeouts: Timeouts | None = None
+    health_path: str | None = Field(
+        None,
+        pattern=r"^/",
+        description="Polled on the base URL's host to know the upstream is up (default: "
+        "/health for the ocak and vllm presets, none for hosted APIs).",
+    )
+    health_interval: float = Field(2.0, ge=0.2, le=3600, description="Seconds between polls.")
 
     @field_validator("base_url")
     @classmethod
@@ -106,6 +113,13 @@ class ProviderConfig(_Strict):
         preset = PRESETS[self.preset or ""]
         assert preset.base_url is not None
         return preset.base_url
+
+    @property
+    def health(self) -> str | None:
+        """The health path to poll, if any."""
+        if self.health_path is not None:
+            return self.health_path
+        return PRESETS[self.preset].health_path if self.preset else None
 
     @property
     def key_env(self) -> str | None:
@@ -160,6 +174,16 @@ class AliasConfig(_Strict):
         default_factory=list,
         max_length=8,
         description="Knowledge bases whose best chunks go into every chat request's prompt.",
+    )
+    balance: Literal["random", "least-busy"] = Field(
+        "random",
+        description="Among targets of one rank: weighted random, or the least busy replica "
+        "first (its health's queue depth plus the requests sent since).",
+    )
+    affinity: Literal["session"] | None = Field(
+        None,
+        description="session: requests of one session (x-ocak-session, or the body's user) "
+        "go to the same replica while it is up, where its prompt's KV cache is.",
     )
 
 

@@ -27,6 +27,8 @@ class Preset:
     # "remote": never local unless the operator says ``local: true``.
     locality: Locality = "remote"
     quirks: str = ""
+    # Polled to know whether a replica is up (and, for ocak, how busy): None for hosted APIs.
+    health_path: str | None = None
 
 
 PRESETS: dict[str, Preset] = {
@@ -85,6 +87,7 @@ PRESETS: dict[str, Preset] = {
             "http://127.0.0.1:8000/v1",
             None,
             quirks="takes both token limits; not local unless `local: true`",
+            health_path="/health",
         ),
         Preset(
             "lmstudio",
@@ -100,6 +103,7 @@ PRESETS: dict[str, Preset] = {
             locality="verify",
             quirks="takes both token limits; on a loopback address it is local when it "
             "answers `x-ocak-locality: local` (checked before each local-only request)",
+            health_path="/health",
         ),
     )
 }

@@ -16,7 +16,9 @@ target, provider, outcome and error type.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
+import math
 import random
 import time
 from collections.abc import Awaitable, Callable
@@ -28,9 +30,16 @@ from ocak.config.gateway import RoutingConfig, Timeouts
 from ocak.engines.registry import EngineRegistry
 from ocak.errors import InvalidRequest, ModelNotFound, OcakError, Unavailable
 from ocak.gateway.adapters import merge, split_name
+from ocak.gateway.health import HealthMonitor
 from ocak.protocol.generation import Adapter
 from ocak.providers.base import Locality, LocalityClass, Provider
-from ocak.providers.errors import LocalityRefused, TargetCannot, UpstreamTimeout, falls_back
+from ocak.providers.errors import (
+    LocalityRefused,
+    TargetCannot,
+    UpstreamTimeout,
+    UpstreamUnreachable,
+    falls_back,
+)
 from ocak.telemetry import genai
 
 log = logging.getLogger("ocak.gateway")
@@ -148,6 +157,8 @@ class Alias:
     skipped: list[str] = field(default_factory=list)  # targets left out at start (no key)
     direct: bool = False  # a local engine id used as a model name
     knowledge: list[str] = field(default_factory=list)  # bases retrieved into its chats
+    balance: str = "random"  # among one rank's targets: "random" (weighted) or "least-busy"
+    affinity: str | None = None  # "session": one session's requests to one replica
 
     def can_be_local(self) -> bool:
         return any(t.locality == "local" for t in self.targets)
@@ -177,7 +188,8 @@ def with_adapters(alias: Alias, adapters: tuple[Adapter, ...], name: str) -> Ali
             f"'{alias.name}' has no local target.",
             param="model",
         )
-    return Alias(name, list[Target](local), locality=alias.locality, knowledge=alias.knowledge)
+    return Alias(name, list[Target](local), locality=alias.locality, knowledge=alias.knowledge,
+                 balance=alias.balance, affinity=alias.affinity)  # fmt: skip
 
 
 class Router:
@@ -195,6 +207,7 @@ class Router:
         self.engines = engines
         self.routing = routing or RoutingConfig()
         self.rng = rng or random.Random()
+        self.health = HealthMonitor()
         self._direct: dict[str, Alias] = {}
 
     def knows(self, name: str) -> bool:
@@ -251,18 +264,42 @@ class Router:
         config = target.provider.config
         return config.preset or config.type, target.model
 
-    def order(self, alias: Alias) -> list[Target]:
-        """Targets by rank; replicas (equal rank) in a weighted random order."""
+    def order(self, alias: Alias, session: str | None = None) -> list[Target]:
+        """Targets by rank, those whose health check fails after every other; replicas
+        (equal rank) in a weighted random order, or least busy first (``balance``), or,
+        for a session (``affinity``), the session's own replica first: rendezvous hashing
+        of the session and the targets' names, so a replica's loss moves only its own
+        sessions."""
         if len(alias.targets) == 1:
             return list(alias.targets)
-        keyed = [
-            (t.rank, -(self.rng.random() ** (1.0 / t.weight)), i, t)
-            for i, t in enumerate(alias.targets)
-        ]
-        return [t for *_, t in sorted(keyed, key=lambda k: (k[0], k[1], k[2]))]
+        keyed = []
+        for i, t in enumerate(alias.targets):
+            health = self._health(t)
+            down = health is not None and not health.healthy
+            if session is not None and alias.affinity == "session":
+                spread = -_rendezvous(session, t.name, t.weight)
+            elif alias.balance == "least-busy":
+                spread = (health.busy if health is not None else 0) / t.weight + self.rng.random()
+            else:
+                spread = -(self.rng.random() ** (1.0 / t.weight))
+            keyed.append((down, t.rank, spread, i, t))
+        return [t for *_, t in sorted(keyed, key=lambda k: (k[0], k[1], k[2], k[3]))]
 
-    async def run(self, name: str, attempt: Attempt[T], *, local_only: bool = False) -> Served[T]:
-        """Serve ``name`` with the first target that answers; raise the last failure."""
+    def _health(self, target: Target) -> Any:
+        if isinstance(target, RemoteTarget):
+            return self.health.health(target.provider.name)
+        return None
+
+    async def run(
+        self,
+        name: str,
+        attempt: Attempt[T],
+        *,
+        local_only: bool = False,
+        session: str | None = None,
+    ) -> Served[T]:
+        """Serve ``name`` with the first target that answers; raise the last failure.
+        ``session``: the conversation the request belongs to (alias affinity)."""
         alias = self.resolve(name)
         if not alias.targets:
             raise Unavailable(
@@ -270,7 +307,7 @@ class Router:
                 "start for want of an API key in the environment.",
             )
         local_only = local_only or alias.locality == "local"
-        candidates = self.order(alias)
+        candidates = self.order(alias, session)
         if local_only:
             candidates = [t for t in candidates if t.locality != "remote"]
             if not candidates:
@@ -332,7 +369,10 @@ class Router:
         """One target, with its retries: (served, None) or (None, the last failure)."""
         breaker = target.breaker
         failure: OcakError | None = None
+        provider = target.provider.name if isinstance(target, RemoteTarget) else None
         for n in range(1 + target.retries):
+            if provider is not None:
+                self.health.sent(provider)
             try:
                 result, locality = await self._attempt(target, attempt, n)
             except TargetCannot as exc:  # not a failure of the target: try the next one
@@ -346,6 +386,8 @@ class Router:
                     raise
                 failure = exc
                 log.warning("%s failed for '%s': %s", target.name, alias.name, exc.message)
+                if provider is not None and isinstance(exc, UpstreamUnreachable):
+                    self.health.failed(provider, exc.message)  # until a check sees it back
                 if n == target.retries or isinstance(exc, UpstreamTimeout):
                     break  # a timeout is not retried on the same target
                 delay = backoff(n, exc.retry_after, self.routing, self.rng)
@@ -395,3 +437,11 @@ class Router:
             raise
         telemetry.finish(span, {genai.OUTCOME: "served", genai.LOCALITY: locality})
         return result, locality
+
+
+def _rendezvous(session: str, target: str, weight: float) -> float:
+    """The target's score for the session (highest wins), weighted as Skeen's rendezvous
+    hashing weighs: -weight / ln(u), u uniform in (0, 1) from the pair's hash."""
+    digest = hashlib.blake2b(f"{session}\0{target}".encode(), digest_size=8).digest()
+    u = (int.from_bytes(digest, "big") + 1) / (2**64 + 2)
+    return -weight / math.log(u)

@@ -49,7 +49,12 @@ class Gateway:
     def knows(self, name: str) -> bool:
         return self.router.knows(name)
 
+    def start(self) -> None:
+        """Start polling the providers that have a health path (in the running loop)."""
+        self.router.health.start()
+
     async def close(self) -> None:
+        await self.router.health.close()
         await self.http.aclose()
 
 
@@ -82,6 +87,8 @@ def build_gateway(
         made: Provider = kind(name, config, key=key, http=gateway.http, secrets=secrets)
         if isinstance(made, OpenAICompatible):
             made.locality_ttl = routing.locality_ttl
+        if config.health is not None:
+            gateway.router.health.watch(made, config.health, config.health_interval)
         providers[name] = made
 
     breakers: dict[str, Breaker] = {}
@@ -95,7 +102,12 @@ def build_gateway(
                 alias_name,
             )
         alias = Alias(
-            alias_name, [], locality=alias_config.locality, knowledge=alias_config.knowledge
+            alias_name,
+            [],
+            locality=alias_config.locality,
+            knowledge=alias_config.knowledge,
+            balance=alias_config.balance,
+            affinity=alias_config.affinity,
         )
         for i, tc in enumerate(alias_config.targets):
             at = ("models", alias_name, "targets", i)

@@ -28,6 +28,7 @@ Locality = Literal["local", "remote"]
 LocalityClass = Literal["local", "verify", "remote"]
 
 REQUIRE_LOCALITY = "x-ocak-require-locality"
+SESSION = "x-ocak-session"  # the conversation a request belongs to (replica affinity)
 LOCALITY = "x-ocak-locality"
 BACKEND = "x-ocak-backend"
 

@@ -99,6 +99,7 @@ def app_for(services: Services, *, on_fatal: FatalHook | None = None) -> FastAPI
         # Stored content past content_retention is deleted now and then hourly.
         retention = content.retention_task(services.db, settings.content_retention)
         services.tuning.start()  # a restart fails the job it interrupted; the queue runs
+        services.gateway.start()  # upstream replicas' health checks
         try:
             yield
         finally:

@@ -27,6 +27,7 @@ from ocak.providers.base import (
     BACKEND,
     LOCALITY,
     REQUIRE_LOCALITY,
+    SESSION,
     Upstream,
     UpstreamReply,
     UpstreamStream,
@@ -40,7 +41,8 @@ from ocak.serving.context import CallContext
 def http_context(request: Request) -> CallContext:
     """The serving layer's view of an HTTP call: its record, key and locality demand."""
     asked = request.headers.get(REQUIRE_LOCALITY, "").strip().lower() == "local"
-    return CallContext(get_record(request), get_key(request), asked_local=asked)
+    session = request.headers.get(SESSION, "").strip()[:200] or None
+    return CallContext(get_record(request), get_key(request), asked_local=asked, session=session)
 
 
 def served_headers(served: Served[Any]) -> dict[str, str]:

@@ -22,6 +22,9 @@ class CallContext:
     prompt: Any = None
     # The model call's span (``chat {model}``, ocak.telemetry) when the request is traced.
     span: Any = None
+    # The conversation it belongs to (x-ocak-session): an alias with affinity keeps it on
+    # one replica.
+    session: str | None = None
 
     @property
     def local_only(self) -> bool:

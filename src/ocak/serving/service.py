@@ -251,7 +251,10 @@ class ModelServing:
             return upstream, upstream.locality
 
         with telemetry.active(ctx.span):  # the attempts are the request span's children
-            served = await self.router.run(body.model, attempt, local_only=ctx.local_only)
+            session = ctx.session or getattr(body, "user", None)
+            served = await self.router.run(
+                body.model, attempt, local_only=ctx.local_only, session=session
+            )
         record.locality = served.locality
         spans.served(ctx.span, self.router, served)
         return served
