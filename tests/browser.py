@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import os
 import shutil
+from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -29,3 +31,14 @@ FLAGS = [
     "--disable-component-update",
     "--disable-sync",
 ]
+
+
+def chromium(*extra: str) -> Iterator[Any]:
+    """Headless Chromium for a module's tests (a fixture's body: ``yield from``)."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=[*FLAGS, *extra],
+                                    headless=True)  # fmt: skip
+        yield browser
+        browser.close()

@@ -18,16 +18,13 @@ from typing import Any
 
 import httpx
 import pytest
-from playwright.sync_api import Browser, Page, sync_playwright
+from playwright.sync_api import Browser, Page
 
-from browser import CHROMIUM
-from browser import FLAGS as BROWSER_FLAGS
+from browser import chromium
 from helpers import ServerProcess, free_port, running
 
-FLAGS = [
-    *BROWSER_FLAGS,
-    "--host-resolver-rules=MAP evil.test 127.0.0.1, MAP trusted.test 127.0.0.1",
-]
+# What a hostile DNS name does in a rebinding attack: these names resolve to 127.0.0.1.
+RESOLVE = ["--host-resolver-rules=MAP evil.test 127.0.0.1, MAP trusted.test 127.0.0.1"]
 
 
 class _Blank(BaseHTTPRequestHandler):
@@ -65,10 +62,7 @@ def ocak_server(pages: int, tmp_path_factory: pytest.TempPathFactory) -> Iterato
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS, headless=True)
-        yield b
-        b.close()
+    yield from chromium(*RESOLVE)
 
 
 def open_page(browser: Browser, url: str) -> Page:
