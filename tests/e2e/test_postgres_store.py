@@ -1,7 +1,7 @@
 """Two ``ocak serve`` processes on one real PostgreSQL (``database_url``): a key made on
 one works on the other at once, a key revoked on one is refused by the other at once,
-a key's requests per minute are counted across both, and both processes' usage records
-are one history; the CLI uses the same store; an
+a key's requests per minute are counted across both, a prompt labelled on one is the
+other's, and both processes' usage records are one history; the CLI uses the same store; an
 unreachable database is one clear line with no password in it."""
 
 from __future__ import annotations
@@ -64,6 +64,13 @@ def test_two_servers_share_keys_and_usage(pg_server: PgServer, tmp_path: Path) -
             for server in (a, b, a, b)
         ]  # fmt: skip
         assert codes == [200, 200, 200, 429], codes
+        # A prompt version made and labelled on A is what a request on B renders.
+        prompt = {"id": "greet", "messages": [{"role": "system", "content": "Be brief."}],
+                  "labels": ["production"]}  # fmt: skip
+        made = httpx.post(f"{a.url}/v1/prompts", json=prompt, headers=bearer(admin))
+        assert made.status_code == 201, made.text
+        listed = httpx.get(f"{b.url}/v1/prompts", headers=bearer(admin)).json()["data"]
+        assert [(p["id"], p["labels"]) for p in listed] == [("greet", {"production": 1})]
         report = httpx.get(f"{b.url}/v1/usage", params={"by": "key"}, headers=bearer(admin))
         groups = {s["group"]: s["requests"] for s in report.json()["summary"]}
         assert groups.get("game") == 1 and groups.get("owner") == 1, groups  # one on each

@@ -35,7 +35,7 @@ def opened(config: Path | None) -> Iterator[PromptStore]:
     try:
         settings = Settings.load(config)
         settings.data_dir.mkdir(parents=True, exist_ok=True)
-        store = PromptStore(settings.data_dir / "prompts.db")
+        store = PromptStore(settings.data_dir / "prompts.db", settings.database_url)
     except OcakError as exc:
         fail_on(exc, 2)
     try:

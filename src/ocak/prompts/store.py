@@ -23,7 +23,13 @@ from typing import Any
 import yaml
 
 from ocak.errors import InvalidRequest, NotFound
-from ocak.prompts.db import MIGRATIONS, SCHEMA_VERSION, PromptStoreError, open_prompts_db
+from ocak.prompts.db import (
+    MIGRATIONS,
+    SCHEMA_VERSION,
+    PromptStoreError,
+    open_prompts_db,
+    open_prompts_pg,
+)
 from ocak.prompts.exchange import EXPORT_FORMAT, parse_export
 from ocak.prompts.model import (
     LATEST,
@@ -66,12 +72,13 @@ class PromptNotFound(NotFound):
 
 
 class PromptStore:
-    """All prompts of one SQLite file; usable from several threads."""
+    """All prompts of one SQLite file (or of PostgreSQL, given ``url``: shared by several
+    ocak processes); usable from several threads."""
 
-    def __init__(self, path: Path) -> None:
-        self.path = path
+    def __init__(self, path: Path, url: str | None = None) -> None:
+        self.path = path if url is None else Path("postgres")
         self._lock = threading.Lock()
-        self._conn = open_prompts_db(path)
+        self._conn: Any = open_prompts_db(path) if url is None else open_prompts_pg(url)
 
     def close(self) -> None:
         """Checkpoint the WAL into the main file and close."""

@@ -147,7 +147,7 @@ def build_services(
     auth = Authenticator(store, required=keys_required(settings), limiter=limiter)
     embeddings = EmbeddingServing(auth, embedders, gw.router)
     knowledge = KnowledgeServing(settings.data_dir, embeddings)
-    prompts = PromptServing(settings.data_dir)
+    prompts = PromptServing(settings.data_dir, settings.database_url)
     metrics = Metrics(engines, known=gw.knows)  # aliases are model names too, in labels
     # Requests and answers beside usage rows, only with the operator's consent; redacted of
     # the providers' keys (and every key shape) before they are written.

@@ -33,8 +33,9 @@ def version_name(rendered: Rendered) -> str:
 class PromptServing:
     """The prompt registry's one entry for the server (see the module doc)."""
 
-    def __init__(self, data_dir: Path) -> None:
+    def __init__(self, data_dir: Path, database_url: str | None = None) -> None:
         self.path = data_dir / "prompts.db"
+        self.database_url = database_url  # PostgreSQL, shared with other ocak processes
         self._store: PromptStore | None = None
         self._opening = threading.Lock()
 
@@ -43,7 +44,7 @@ class PromptServing:
         with self._opening:
             if self._store is None:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
-                self._store = PromptStore(self.path)
+                self._store = PromptStore(self.path, self.database_url)
             return self._store
 
     def close(self) -> None:

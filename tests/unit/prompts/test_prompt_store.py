@@ -17,9 +17,11 @@ SYSTEM = {"role": "system", "content": "You are {{ persona }}.\nBe brief."}
 VARS = {"persona": {"type": "string", "default": "helpful"}}
 
 
-@pytest.fixture
-def store(tmp_path: Path) -> Any:
-    with PromptStore(tmp_path / "prompts.db") as s:
+@pytest.fixture(params=["sqlite", "postgres"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Any:
+    """The registry in a SQLite file, and in a real PostgreSQL (``database_url``)."""
+    url = request.getfixturevalue("pg_server").database() if request.param == "postgres" else None
+    with PromptStore(tmp_path / "prompts.db", url) as s:
         yield s
 
 
