@@ -514,6 +514,7 @@ class CharacterService:
                 temperature=temperature,
                 seed=None if inp.seed is None else inp.seed + attempt,
                 constraint=constraint,
+                session=session.id,
             )
             step = telemetry.start("packet", {"ocak.attempt": attempt + 1}, parent=span)
             valid: bool | None = None

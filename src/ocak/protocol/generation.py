@@ -99,6 +99,9 @@ class GenerationRequest:
     # Per-request budget for waiting in the scheduler's queue (seconds); None = engine default.
     queue_timeout: float | None = None
     adapters: tuple[Adapter, ...] = ()
+    # The conversation it belongs to (a character session): an alias with session affinity
+    # sends it to the replica that holds its prefix's KV cache.
+    session: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -293,7 +293,9 @@ class ModelServing:
             upstream = await send(target, payload, "chat", True, local_only)
             return upstream, upstream.locality
 
-        served = await self.router.run(request.model, attempt, local_only=local_only)
+        served = await self.router.run(
+            request.model, attempt, local_only=local_only, session=request.session
+        )
         if on_served is not None:
             on_served(served)
         primed = await self.events(served.result)
