@@ -151,12 +151,17 @@ class Connection:
         try:
             return Cursor(self.raw.execute(placeholders(statement), tuple(params)))
         except psycopg.IntegrityError as exc:
-            raise sqlite3.IntegrityError(str(exc).splitlines()[0]) from exc
+            raise sqlite3.IntegrityError(_first_line(exc)) from exc
         except psycopg.Error as exc:
-            raise sqlite3.OperationalError(str(exc).splitlines()[0] if str(exc) else "") from exc
+            raise sqlite3.OperationalError(_first_line(exc)) from exc
 
     def close(self) -> None:
         self.raw.close()
+
+
+def _first_line(exc: BaseException) -> str:
+    """psycopg's message without its DETAIL and HINT lines."""
+    return (str(exc).splitlines() or [""])[0]
 
 
 class _Empty:

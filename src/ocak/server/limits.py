@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from ocak.errors import QuotaExceeded, RateLimited
 from ocak.store.keys import KeyInfo
 from ocak.store.postgres import PostgresDatabase
+from ocak.store.usage import tokens_used
 
 WINDOW = 60.0
 Clock = Callable[[], float]
@@ -48,6 +49,27 @@ def budget_window_start(key: KeyInfo, now: float) -> float:
         return key.created_at
     periods = max(0, math.floor((now - key.created_at) / key.budget_period))
     return key.created_at + periods * key.budget_period
+
+
+def over_rpm(key: KeyInfo, wait: float, shared: bool = False) -> RateLimited:
+    """The refusal of a request over the key's requests per minute (``shared``: counted
+    across every process of the store)."""
+    where = " (across all ocak processes)" if shared else ""
+    return RateLimited(
+        f"Rate limit reached for key '{key.name}': {key.rpm} requests per minute{where}. "
+        f"Try again in {wait:.1f}s.",
+        retry_after=wait,
+    )
+
+
+def over_tpm(key: KeyInfo, used: int, wait: float, shared: bool = False) -> RateLimited:
+    """The refusal of a request over the key's tokens per minute."""
+    where = ", across all ocak processes" if shared else ""
+    return RateLimited(
+        f"Rate limit reached for key '{key.name}': {key.tpm} tokens per minute "
+        f"(used {used}{where}). Try again in {wait:.1f}s.",
+        retry_after=wait,
+    )
 
 
 class Limiter:
@@ -90,19 +112,9 @@ class Limiter:
             if key.budget_tokens is not None:
                 self._check_budget(key, w)
             if key.rpm is not None and len(w.requests) >= key.rpm:
-                wait = w.requests[len(w.requests) - key.rpm] + WINDOW - now
-                raise RateLimited(
-                    f"Rate limit reached for key '{key.name}': {key.rpm} requests per minute. "
-                    f"Try again in {wait:.1f}s.",
-                    retry_after=wait,
-                )
+                raise over_rpm(key, w.requests[len(w.requests) - key.rpm] + WINDOW - now)
             if key.tpm is not None and w.token_sum >= key.tpm:
-                wait = self._tpm_wait(key.tpm, w, now)
-                raise RateLimited(
-                    f"Rate limit reached for key '{key.name}': {key.tpm} tokens per minute "
-                    f"(used {w.token_sum}). Try again in {wait:.1f}s.",
-                    retry_after=wait,
-                )
+                raise over_tpm(key, w.token_sum, self._tpm_wait(key.tpm, w, now))
             if key.rpm is not None:
                 w.requests.append(now)
 
@@ -171,18 +183,14 @@ class SharedLimiter(Limiter):
             return
         now = self.wall()
         edge = now - WINDOW
+        if key.budget_tokens is not None:  # every process writes the usage rows it counts
+            start = budget_window_start(key, now)
+            used = tokens_used(self.store, key.id, since=start)
+            with self._lock:
+                w = self._window(key.id)
+                w.budget_start, w.budget_used = start, used
+                self._check_budget(key, w)
         with self.store.transaction(lock=key.id) as tx:
-            if key.budget_tokens is not None:
-                start = budget_window_start(key, now)
-                used = tx.execute(
-                    "SELECT COALESCE(SUM(prompt_tokens + completion_tokens), 0) FROM usage"
-                    " WHERE key_id = ? AND ts >= ?",
-                    (key.id, start),
-                ).fetchone()
-                with self._lock:
-                    w = self._window(key.id)
-                    w.budget_start, w.budget_used = start, int(used[0] if used else 0)
-                    self._check_budget(key, w)
             if key.rpm is not None:
                 rows = tx.execute(
                     "SELECT ts FROM rate_events WHERE key_id = ? AND ts > ? AND tokens = 0"
@@ -190,12 +198,7 @@ class SharedLimiter(Limiter):
                     (key.id, edge, key.rpm),
                 ).fetchall()
                 if len(rows) >= key.rpm:
-                    wait = float(rows[-1][0]) + WINDOW - now
-                    raise RateLimited(
-                        f"Rate limit reached for key '{key.name}': {key.rpm} requests per "
-                        f"minute (across all ocak processes). Try again in {wait:.1f}s.",
-                        retry_after=wait,
-                    )
+                    raise over_rpm(key, float(rows[-1][0]) + WINDOW - now, shared=True)
             if key.tpm is not None:
                 rows = tx.execute(
                     "SELECT ts, tokens FROM rate_events WHERE key_id = ? AND ts > ?"
@@ -204,15 +207,10 @@ class SharedLimiter(Limiter):
                 ).fetchall()
                 w = _KeyWindow()
                 w.tokens.extend((float(t), int(n)) for t, n in rows)
-                w.token_sum = sum(int(n) for _, n in rows)
+                w.token_sum = sum(n for _, n in w.tokens)
                 if w.token_sum >= key.tpm:
                     wait = self._tpm_wait(key.tpm, w, now)
-                    raise RateLimited(
-                        f"Rate limit reached for key '{key.name}': {key.tpm} tokens per minute "
-                        f"(used {w.token_sum}, across all ocak processes). Try again in "
-                        f"{wait:.1f}s.",
-                        retry_after=wait,
-                    )
+                    raise over_tpm(key, w.token_sum, wait, shared=True)
             if key.rpm is not None:
                 tx.execute("INSERT INTO rate_events (key_id, ts, tokens) VALUES (?, ?, 0)",
                            (key.id, now))  # fmt: skip
