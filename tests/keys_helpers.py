@@ -10,13 +10,15 @@ from pathlib import Path
 from typing import Any
 
 
-def ocak(data_dir: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    """Run the ``ocak`` command with this data folder."""
+def ocak(
+    data_dir: Path, *args: str, check: bool = True, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Run the ``ocak`` command with this data folder (and ``env`` added)."""
     result = subprocess.run(
         [sys.executable, "-m", "ocak", *args],
         capture_output=True,
         text=True,
-        env={**os.environ, "OCAK_DATA_DIR": str(data_dir), "COLUMNS": "200"},
+        env={**os.environ, "OCAK_DATA_DIR": str(data_dir), "COLUMNS": "200", **(env or {})},
         timeout=60,
     )
     if check and result.returncode != 0:

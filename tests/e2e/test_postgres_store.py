@@ -6,15 +6,14 @@ unreachable database is one clear line with no password in it."""
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import httpx
 import pytest
 
 from helpers import running
+from keys_helpers import ocak
 from pg import PgServer
 
 pytestmark = pytest.mark.slow
@@ -23,9 +22,7 @@ CHAT = {"model": "default", "max_tokens": 2, "messages": [{"role": "user", "cont
 
 
 def cli(url: str, data: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "OCAK_DATABASE_URL": url, "OCAK_DATA_DIR": str(data), "COLUMNS": "200"}
-    return subprocess.run([sys.executable, "-m", "ocak", *args], capture_output=True, text=True,
-                          env=env, timeout=60)  # fmt: skip
+    return ocak(data, *args, check=False, env={"OCAK_DATABASE_URL": url})
 
 
 def bearer(key: str) -> dict[str, str]:

@@ -222,8 +222,7 @@ class TuningStore:
 
     def add_job(self, job: Job) -> Job:
         stored = [
-            _dumps(v) if n in _JSON_COLUMNS else v
-            for n, v in ((n, getattr(job, n)) for n in _JOB_FIELDS)
+            _dumps(getattr(job, n)) if n in _JSON_COLUMNS else getattr(job, n) for n in _JOB_FIELDS
         ]
         with self._db() as db:
             db.execute(

@@ -352,8 +352,6 @@ def _run(
     check_stop()
     _write(model, base, spec, tmp / ADAPTER_FILE, step)
     record = _record(spec, base, hp, est, step, tokens, losses, epoch_records, checkpoints)
-    record["seconds"] = round(time.monotonic() - started, 2)
-    record["peak_rss"] = _peak_rss()
     record["examples"] = len(train_items)
     record["truncated"] = sum(e.truncated for e in train_items)
     if merge_into is not None:
@@ -361,8 +359,8 @@ def _run(
         del optimizer, schedule, params  # the training state goes before the converter's
         gc.collect()
         record["ctranslate2"] = _merge_for_ctranslate2(model, tokenizer, *merge_into)
-        record["peak_rss"] = _peak_rss()
-        record["seconds"] = round(time.monotonic() - started, 2)
+    record["seconds"] = round(time.monotonic() - started, 2)
+    record["peak_rss"] = _peak_rss()
     (tmp / RECORD_FILE).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
     if spec.name:
         manifest = Manifest(name=spec.name, kind="adapter", engine="llama.cpp",
