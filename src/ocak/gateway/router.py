@@ -30,7 +30,7 @@ from ocak.config.gateway import RoutingConfig, Timeouts
 from ocak.engines.registry import EngineRegistry
 from ocak.errors import InvalidRequest, ModelNotFound, OcakError, Unavailable
 from ocak.gateway.adapters import merge, split_name
-from ocak.gateway.health import HealthMonitor
+from ocak.gateway.health import Health, HealthMonitor
 from ocak.protocol.generation import Adapter
 from ocak.providers.base import Locality, LocalityClass, Provider
 from ocak.providers.errors import (
@@ -285,7 +285,7 @@ class Router:
             keyed.append((down, t.rank, spread, i, t))
         return [t for *_, t in sorted(keyed, key=lambda k: (k[0], k[1], k[2], k[3]))]
 
-    def _health(self, target: Target) -> Any:
+    def _health(self, target: Target) -> Health | None:
         if isinstance(target, RemoteTarget):
             return self.health.health(target.provider.name)
         return None

@@ -41,12 +41,11 @@ from ocak.store.usage import tokens_used
 
 log = logging.getLogger("ocak.auth")
 
-# Always reachable without a key: probes, the API's own documentation, and the console's
-# static files (the page asks for a key before it reads anything) with the root that serves it.
+# Always reachable without a key: probes and the API's own documentation (the console's
+# files are added where the app is put together: server/stack.py).
 OPEN_PATHS = frozenset(
-    {"/health", "/health/live", "/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json",
-     "/", "/console/", "/console/index.html", "/console/app.js", "/console/app.css"}
-)  # fmt: skip
+    {"/health", "/health/live", "/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"}
+)
 
 MISSING = (
     "You didn't provide an API key. Send it in an Authorization header using Bearer auth "

@@ -15,6 +15,7 @@ from ocak.protocol.openai import ErrorResponse
 from ocak.server.auth import OPEN_PATHS, AuthMiddleware
 from ocak.server.middleware import BodyLimit
 from ocak.server.request_log import ContentCapture
+from ocak.server.routes import console
 from ocak.server.services import Services
 from ocak.server.webguard import WebGuard, WebPolicy
 
@@ -38,7 +39,7 @@ def install(app: FastAPI, state: Services) -> None:
     app.add_middleware(
         BodyLimit, max_bytes=settings.max_body_bytes, per_path=uploads, per_suffix=documents
     )
-    open_paths = OPEN_PATHS | ({"/metrics"} if settings.metrics_public else set())
+    open_paths = OPEN_PATHS | console.PATHS | ({"/metrics"} if settings.metrics_public else set())
     app.add_middleware(AuthMiddleware, auth=state.auth, open_paths=frozenset(open_paths))
     # Outer to auth: a hostile page is refused before its key is even looked at, and a
     # CORS preflight (which carries no key) is answered.

@@ -11,6 +11,7 @@ cached, so an upgrade of ocak never runs an old page against a new API.
 
 from __future__ import annotations
 
+import functools
 from importlib.resources import files
 
 from fastapi import APIRouter, Request
@@ -25,6 +26,9 @@ ASSETS = {
     "app.js": "text/javascript; charset=utf-8",
     "app.css": "text/css; charset=utf-8",
 }
+# Readable without a key (the page asks for one before it reads anything): the root that
+# serves it to browsers, and its files.
+PATHS = frozenset({"/", "/console/", *(f"/console/{name}" for name in ASSETS)})
 CSP = (
     "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; "
     "img-src 'self' data: blob:; media-src 'self' blob:; base-uri 'none'; "
@@ -43,8 +47,13 @@ def asset(name: str) -> Response:
     """One of the console's files, with its security headers."""
     if name not in ASSETS:
         raise NotFound(f"The console has no file '{name[:100]}'.")
-    body = files("ocak.server").joinpath("console", name).read_bytes()
-    return Response(body, media_type=ASSETS[name], headers=HEADERS)
+    return Response(_read(name), media_type=ASSETS[name], headers=HEADERS)
+
+
+@functools.cache
+def _read(name: str) -> bytes:
+    """A file's bytes, read once per process (they are the installed package's)."""
+    return files("ocak.server").joinpath("console", name).read_bytes()
 
 
 def wants_console(request: Request) -> bool:
