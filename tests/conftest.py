@@ -9,7 +9,7 @@ needs what only some engines support says so with ``@pytest.mark.engines(...)``
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
@@ -18,6 +18,7 @@ import pytest
 
 from ct2_helpers import convert_default_model
 from helpers import ServerProcess
+from ocak.characters import store as characters_store
 from ocak.store.db import Store, open_database
 from ocak.store.postgres import open_postgres
 from pg import PgServer
@@ -141,3 +142,24 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
         db = open_postgres(request.getfixturevalue("pg_server").database())
     yield db
     db.close()
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def characters_db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Callable[[], Store]]:
+    """Opens the characters store, on each engine: each call a new connection to the same
+    store (a reopened file, or another ocak process on the same PostgreSQL)."""
+    url = request.getfixturevalue("pg_server").database() if request.param == "postgres" else None
+    opened: list[Store] = []
+
+    def open_db() -> Store:
+        db = (
+            characters_store.open_characters_pg(url)
+            if url
+            else characters_store.open_characters_db(tmp_path)
+        )
+        opened.append(db)
+        return db
+
+    yield open_db
+    for db in opened:
+        db.close()

@@ -1,7 +1,8 @@
 """Two ``ocak serve`` processes on one real PostgreSQL (``database_url``): a key made on
 one works on the other at once, a key revoked on one is refused by the other at once,
 a key's requests per minute are counted across both, a prompt labelled on one is the
-other's, and both processes' usage records are one history; the CLI uses the same store; an
+other's, a character session played on one continues on the other, and both processes'
+usage records are one history; the CLI uses the same store; an
 unreachable database is one clear line with no password in it."""
 
 from __future__ import annotations
@@ -71,10 +72,41 @@ def test_two_servers_share_keys_and_usage(pg_server: PgServer, tmp_path: Path) -
         report = httpx.get(f"{b.url}/v1/usage", params={"by": "key"}, headers=bearer(admin))
         groups = {s["group"]: s["requests"] for s in report.json()["summary"]}
         assert groups.get("game") == 1 and groups.get("owner") == 1, groups  # one on each
+        continue_a_character_session(a.url, b.url, bearer(admin))
     listed = cli(url, tmp_path / "cli", "usage", "--by", "key")
     assert listed.returncode == 0 and "game" in listed.stdout, listed.stdout + listed.stderr
-    # Nothing was written beside either server: the store is PostgreSQL.
-    assert not (tmp_path / "a" / "ocak.db").exists() and not (tmp_path / "b" / "ocak.db").exists()
+    # Nothing was written beside either server: the stores are PostgreSQL.
+    for name in ("ocak.db", "characters.db"):
+        assert not (tmp_path / "a" / name).exists() and not (tmp_path / "b" / name).exists()
+
+
+def continue_a_character_session(a: str, b: str, headers: dict[str, str]) -> None:
+    """A card added and a session played on A continue on B: B answers the next turn,
+    both show one transcript, and a new session on B recalls what the player said on A."""
+    card = {"id": "smith", "name": "Bram", "persona": "The village smith.", "text_max_chars": 60}
+    with httpx.Client(headers=headers, timeout=120) as http:
+        assert http.post(f"{a}/v1/characters", json=card).status_code == 201
+        made = http.post(f"{a}/v1/sessions", json={"player_id": "p1", "characters": ["smith"],
+                                                   "greet": False})  # fmt: skip
+        assert made.status_code == 201, made.text
+        sid = made.json()["id"]
+        line = {"text": "My horse is called Thunderbolt.", "seed": 1}
+        assert http.post(f"{a}/v1/sessions/{sid}/messages", json=line).status_code == 200
+        turn = http.post(f"{b}/v1/sessions/{sid}/messages", json={"text": "Is he shod?", "seed": 2})
+        assert turn.status_code == 200, turn.text
+        assert turn.json()["character"] == "smith"
+        on_a = http.get(f"{a}/v1/sessions/{sid}").json()["turns"]
+        assert http.get(f"{b}/v1/sessions/{sid}").json()["turns"] == on_a
+        assert [(t["seq"], t["kind"]) for t in on_a] == [
+            (1, "player"), (2, "character"), (3, "player"), (4, "character")
+        ]  # fmt: skip
+        assert on_a[0]["text"] == "My horse is called Thunderbolt."
+        later = http.post(f"{b}/v1/sessions", json={"player_id": "p1", "characters": ["smith"],
+                                                    "greet": False}).json()["id"]  # fmt: skip
+        recalled = http.post(f"{b}/v1/sessions/{later}/messages",
+                             json={"text": "Do you remember Thunderbolt?", "seed": 3})  # fmt: skip
+        assert recalled.status_code == 200, recalled.text
+        assert any("Thunderbolt" in m for m in recalled.json()["memories"]), recalled.json()
 
 
 def test_an_unreachable_database_is_one_line_without_the_password(tmp_path: Path) -> None:

@@ -21,7 +21,7 @@ from ocak.characters.lorebook import activate
 from ocak.characters.serving import ServingModel
 from ocak.config import CharacterSettings
 from ocak.protocol.generation import Finished, GenerationRequest, TextDelta
-from ocak.store.db import Database
+from ocak.store.db import Store
 
 
 def as_line(turn: store.TurnRow | store.NewTurn) -> P.Line:
@@ -29,7 +29,7 @@ def as_line(turn: store.TurnRow | store.NewTurn) -> P.Line:
 
 
 def prompt_parts(
-    db: Database,
+    db: Store,
     settings: CharacterSettings,
     session: store.SessionRow,
     card: Character,
@@ -74,7 +74,7 @@ def prompt_parts(
 
 
 async def fold(
-    db: Database,
+    db: Store,
     session: store.SessionRow,
     card: Character,
     members: list[Character],

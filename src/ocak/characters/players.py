@@ -15,7 +15,7 @@ from collections.abc import Callable
 from ocak.characters.recordings import Recordings
 from ocak.characters.store import purge_deleted
 from ocak.errors import InvalidRequest
-from ocak.store.db import Database
+from ocak.store.db import Store
 
 # (table, what a row is), in the order ``describe`` names them.
 PLAYER_TABLES = (
@@ -54,13 +54,14 @@ def _counts(run: Callable[[str], int]) -> dict[str, int]:
     return {t: run(f"SELECT count(*) FROM {t} WHERE {w}") for t, w in _WHERE.items()}
 
 
-def player_data(db: Database, player_id: str) -> dict[str, int]:
+def player_data(db: Store, player_id: str) -> dict[str, int]:
     """How many rows of each kind the characters store holds about ``player_id``."""
     return _counts(lambda sql: int(db.execute(sql, (player_id,))[0][0]))
 
 
-def delete_player(db: Database, player_id: str) -> dict[str, int]:
-    """Delete everything about ``player_id``; returns the rows removed, per table."""
+def delete_player(db: Store, player_id: str, recordings: Recordings | None) -> dict[str, int]:
+    """Delete everything about ``player_id`` and their ``recordings``; returns the rows
+    removed, per table."""
     if not player_id.strip():
         raise InvalidRequest("a player id is needed", param="player_id")
     with db.transaction() as conn:
@@ -70,9 +71,9 @@ def delete_player(db: Database, player_id: str) -> dict[str, int]:
             conn.execute(f"DELETE FROM {table} WHERE {_WHERE[table]}", (player_id,))
     if any(counts.values()):
         purge_deleted(db)
-    kept = Recordings.beside(db)
-    for session_id in sessions:
-        kept.forget(session_id)
+    if recordings is not None:
+        for session_id in sessions:
+            recordings.forget(session_id)
     return counts
 
 

@@ -12,8 +12,6 @@ import time
 import uuid
 from pathlib import Path
 
-from ocak.store.db import Database
-
 
 class Recordings:
     def __init__(self, root: Path, *, keep: bool) -> None:
@@ -23,11 +21,6 @@ class Recordings:
     @classmethod
     def in_data_dir(cls, data_dir: Path, *, keep: bool) -> Recordings:
         return cls(data_dir / "recordings", keep=keep)
-
-    @classmethod
-    def beside(cls, db: Database) -> Recordings:
-        """The recordings of the data folder holding the characters database ``db``."""
-        return cls.in_data_dir(db.path.parent, keep=False)
 
     def keep(self, session_id: str, data: bytes, suffix: str = ".wav") -> Path | None:
         """Store one recording of ``session_id`` (when kept at all); its path."""

@@ -84,7 +84,7 @@ from ocak.protocol.generation import (
     GenerationRequest,
     TextDelta,
 )
-from ocak.store.db import Database
+from ocak.store.db import Store
 from ocak.telemetry import genai
 
 ATTEMPTS = 2  # one try and one retry
@@ -139,15 +139,18 @@ VECTOR_CACHE = 50_000  # memories' vectors kept in this process (never written t
 class CharacterService:
     def __init__(
         self,
-        db: Database,
+        db: Store,
         resolve: ModelResolver,
         settings: CharacterSettings | None = None,
         *,
         max_tokens_cap: int | None = None,
         knowledge: LoreSearch | None = None,
         embed: Embed | None = None,
+        recordings: Recordings | None = None,
     ) -> None:
         self.db = db
+        # The players' kept recordings (on this machine's disk), deleted with their session.
+        self.recordings = recordings
         self.resolve = resolve
         # Searches a card's knowledge bases by meaning (serving/knowledge.py's ``lore``).
         self.knowledge = knowledge
@@ -296,7 +299,8 @@ class CharacterService:
         any kept recordings."""
         if not store.delete_session(self.db, session_id):
             raise NotFound(f"No session '{session_id}'.", param="session_id")
-        Recordings.beside(self.db).forget(session_id)
+        if self.recordings is not None:
+            self.recordings.forget(session_id)
         self.forget_vectors()
 
     def forget_vectors(self) -> None:

@@ -2,21 +2,26 @@
 
 Its own SQLite file, ``characters.db`` in ocak's data folder, in WAL mode with
 ``synchronous=NORMAL`` (a commit survives ``kill -9``; see ``store.db``), and a
-versioned schema (``PRAGMA user_version``) migrated forward when opened.
+versioned schema (``PRAGMA user_version``) migrated forward when opened. With
+``database_url`` the same tables live in PostgreSQL, beside the keys' (their version in
+``ocak_characters_schema``), so a session started on one ocak process continues on
+another.
 
 A turn is stored with the characters that witnessed it (the session's members
-at that moment), and becomes a memory of each of them: an FTS5 row searched
-when the character later meets the same player. An exchange (the player's
-line or event, and the character's packet) is committed in one transaction
-before its response is acknowledged.
+at that moment), and becomes a memory of each of them: a full-text row searched
+when the character later meets the same player (SQLite's FTS5 with the Porter
+stemmer; PostgreSQL's ``tsvector`` with the English configuration, GIN-indexed). An
+exchange (the player's line or event, and the character's packet) is committed in one
+transaction before its response is acknowledged; on PostgreSQL under an advisory lock
+per session, so two processes never number two turns alike.
 """
 
 from __future__ import annotations
 
 import json
 import re
-import sqlite3
 import time
+import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,14 +29,16 @@ from typing import Any
 
 from ocak.characters.cards import Character
 from ocak.characters.relationship import RelationshipState
-from ocak.store.db import Database, open_database
+from ocak.config import Settings
+from ocak.postgres import to_postgres
+from ocak.store.db import Executor, Store, open_database
 
 DB_NAME = "characters.db"
+PG_SCHEMA_TABLE = "ocak_characters_schema"
 
-MIGRATIONS: tuple[str, ...] = (
-    # 1: cards, sessions and members, turns and their witnesses, relationships,
-    # summaries, and the memory index.
-    """
+# 1: cards, sessions and members, turns and their witnesses, relationships, summaries;
+# the memory index follows, one per engine.
+_TABLES = """
     CREATE TABLE characters (
         id TEXT PRIMARY KEY,
         card TEXT NOT NULL,
@@ -90,6 +97,8 @@ MIGRATIONS: tuple[str, ...] = (
         created_at REAL NOT NULL
     );
     CREATE INDEX summaries_session ON summaries(session_id, character_id, upto_seq);
+"""
+_SQLITE_MEMORIES = """
     CREATE VIRTUAL TABLE memories USING fts5(
         text,
         character_id UNINDEXED,
@@ -99,8 +108,27 @@ MIGRATIONS: tuple[str, ...] = (
         kind UNINDEXED,
         tokenize = 'porter unicode61'
     );
-    """,
-)
+"""
+# PostgreSQL has no rowid: the two tables ordered by insertion get an identity column of
+# that name, so the queries are the same on both engines.
+_PG_MEMORIES = """
+    ALTER TABLE members ADD COLUMN rowid BIGINT GENERATED ALWAYS AS IDENTITY;
+    CREATE TABLE memories (
+        rowid BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+        text TEXT NOT NULL,
+        character_id TEXT NOT NULL,
+        player_id TEXT NOT NULL,
+        session_id TEXT NOT NULL,
+        seq INTEGER NOT NULL,
+        kind TEXT NOT NULL,
+        terms tsvector GENERATED ALWAYS AS (to_tsvector('english', text)) STORED
+    );
+    CREATE INDEX memories_terms ON memories USING GIN (terms);
+    CREATE INDEX memories_owner ON memories (character_id, player_id, rowid);
+    CREATE INDEX memories_turn ON memories (session_id, seq);
+"""
+MIGRATIONS: tuple[str, ...] = (_TABLES + _SQLITE_MEMORIES,)
+PG_MIGRATIONS: tuple[str, ...] = (to_postgres(_TABLES) + _PG_MEMORIES,)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
@@ -108,7 +136,7 @@ def characters_db_path(data_dir: Path) -> Path:
     return data_dir / DB_NAME
 
 
-def open_characters_db(data_dir: Path) -> Database:
+def open_characters_db(data_dir: Path) -> Store:
     """Open (creating) ``characters.db`` in ``data_dir``, schema up to date. Deleted rows
     are overwritten (``secure_delete``): a forgotten session's lines leave the file."""
     db = open_database(
@@ -118,10 +146,33 @@ def open_characters_db(data_dir: Path) -> Database:
     return db
 
 
+def open_characters_pg(url: str) -> Store:
+    """The characters' tables in the PostgreSQL database at ``url``, schema up to date."""
+    from ocak.store.postgres import open_postgres
+
+    return open_postgres(
+        url, PG_MIGRATIONS, schema_table=PG_SCHEMA_TABLE, what="the characters store"
+    )
+
+
+def open_characters_store(settings: Settings) -> Store:
+    """PostgreSQL when ``database_url`` is set (shared by ocak's processes), else
+    ``characters.db`` in the data folder."""
+    if settings.database_url:
+        return open_characters_pg(settings.database_url)
+    return open_characters_db(settings.data_dir)
+
+
+def session_lock(session_id: str) -> int:
+    """The advisory lock of one session's writes (negative: key ids, which the rate
+    limits lock, are positive)."""
+    return -1 - (zlib.crc32(session_id.encode()) & 0x7FFFFFFF)
+
+
 # -- characters ----------------------------------------------------------------------
 
 
-def put_character(db: Database, card: Character) -> bool:
+def put_character(db: Store, card: Character) -> bool:
     """Store a card (replacing one with the same id); True when it is new."""
     now = time.time()
     body = card.model_dump_json(exclude_none=True)
@@ -135,17 +186,17 @@ def put_character(db: Database, card: Character) -> bool:
     return exists is None
 
 
-def get_character(db: Database, character_id: str) -> Character | None:
+def get_character(db: Store, character_id: str) -> Character | None:
     rows = db.execute("SELECT card FROM characters WHERE id = ?", (character_id,))
     return Character.model_validate_json(rows[0][0]) if rows else None
 
 
-def list_characters(db: Database) -> list[Character]:
+def list_characters(db: Store) -> list[Character]:
     rows = db.execute("SELECT card FROM characters ORDER BY id")
     return [Character.model_validate_json(r[0]) for r in rows]
 
 
-def delete_character(db: Database, character_id: str) -> bool:
+def delete_character(db: Store, character_id: str) -> bool:
     """Remove a card with its memories, summaries and relationships (turns stay in sessions)."""
     with db.transaction() as conn:
         cur = conn.execute("DELETE FROM characters WHERE id = ?", (character_id,))
@@ -194,7 +245,7 @@ class NewTurn:
 
 
 def create_session(
-    db: Database, session_id: str, player_id: str, player_name: str, scene: str, members: list[str]
+    db: Store, session_id: str, player_id: str, player_name: str, scene: str, members: list[str]
 ) -> None:
     with db.transaction() as conn:
         conn.execute(
@@ -209,7 +260,7 @@ def create_session(
             )
 
 
-def get_session(db: Database, session_id: str) -> SessionRow | None:
+def get_session(db: Store, session_id: str) -> SessionRow | None:
     rows = db.execute(
         "SELECT id, player_id, player_name, scene, created_at FROM sessions WHERE id = ?",
         (session_id,),
@@ -217,7 +268,7 @@ def get_session(db: Database, session_id: str) -> SessionRow | None:
     return SessionRow(*rows[0]) if rows else None
 
 
-def active_members(db: Database, session_id: str) -> list[str]:
+def active_members(db: Store, session_id: str) -> list[str]:
     """The session's current characters, in the order they joined."""
     rows = db.execute(
         "SELECT character_id FROM members WHERE session_id = ? AND left_seq IS NULL "
@@ -227,7 +278,7 @@ def active_members(db: Database, session_id: str) -> list[str]:
     return [r[0] for r in rows]
 
 
-def _active(conn: sqlite3.Connection, session_id: str) -> list[str]:
+def _active(conn: Executor, session_id: str) -> list[str]:
     rows = conn.execute(
         "SELECT character_id FROM members WHERE session_id = ? AND left_seq IS NULL "
         "ORDER BY joined_seq, rowid",
@@ -236,7 +287,7 @@ def _active(conn: sqlite3.Connection, session_id: str) -> list[str]:
     return [r[0] for r in rows]
 
 
-def _next_seq(conn: sqlite3.Connection, session_id: str) -> int:
+def _next_seq(conn: Executor, session_id: str) -> int:
     row = conn.execute(
         "SELECT COALESCE(MAX(seq), 0) FROM turns WHERE session_id = ?", (session_id,)
     ).fetchone()
@@ -244,16 +295,16 @@ def _next_seq(conn: sqlite3.Connection, session_id: str) -> int:
 
 
 def _insert_turn(
-    conn: sqlite3.Connection,
+    conn: Executor,
     session: SessionRow,
     turn: NewTurn,
     witnesses: Sequence[str],
     request_id: str | None,
 ) -> int:
     seq = _next_seq(conn, session.id)
-    cur = conn.execute(
+    row = conn.execute(
         "INSERT INTO turns (session_id, seq, kind, speaker, addressed, text, packet, request_id, "
-        "created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        "created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
         (
             session.id,
             seq,
@@ -266,7 +317,7 @@ def _insert_turn(
             time.time(),
         ),
     )
-    turn_id = cur.lastrowid
+    turn_id = int(row.fetchone()[0])
     for character_id in witnesses:
         conn.execute(
             "INSERT INTO witnesses (turn_id, character_id) VALUES (?, ?)", (turn_id, character_id)
@@ -281,7 +332,7 @@ def _insert_turn(
 
 
 def add_turns(
-    db: Database,
+    db: Store,
     session: SessionRow,
     turns: Sequence[NewTurn],
     *,
@@ -294,7 +345,7 @@ def add_turns(
     a ``join`` turn adds its speaker first, a ``leave`` turn removes it after.
     """
     seqs = []
-    with db.transaction() as conn:
+    with db.transaction(lock=session_lock(session.id)) as conn:
         for turn in turns:
             if turn.kind == "join" and turn.speaker:
                 conn.execute(
@@ -331,11 +382,11 @@ def add_turns(
 
 
 def cut_turn(
-    db: Database, session_id: str, seq: int, heard: str, packet: dict[str, Any], memory: str | None
+    db: Store, session_id: str, seq: int, heard: str, packet: dict[str, Any], memory: str | None
 ) -> None:
     """A stored character turn the player cut into: it keeps what the player heard, and so
     does every witness's memory of it."""
-    with db.transaction() as conn:
+    with db.transaction(lock=session_lock(session_id)) as conn:
         conn.execute(
             "UPDATE turns SET text = ?, packet = ? WHERE session_id = ? AND seq = ?",
             (heard, json.dumps(packet, ensure_ascii=False), session_id, seq),
@@ -352,12 +403,12 @@ def cut_turn(
             )
 
 
-def delete_session(db: Database, session_id: str) -> bool:
+def delete_session(db: Store, session_id: str) -> bool:
     """Remove a session with its lines (transcripts included), members and what its
     characters remembered of it; relationships, built over all sessions, stay."""
     with db.transaction() as conn:
         conn.execute(
-            "DELETE FROM witnesses WHERE turn_id IN (SELECT rowid FROM turns WHERE session_id = ?)",
+            "DELETE FROM witnesses WHERE turn_id IN (SELECT id FROM turns WHERE session_id = ?)",
             (session_id,),
         )
         for table in ("turns", "members", "summaries", "memories"):
@@ -368,9 +419,13 @@ def delete_session(db: Database, session_id: str) -> bool:
     return bool(cur.rowcount)
 
 
-def purge_deleted(db: Database) -> None:
+def purge_deleted(db: Store) -> None:
     """After deleting a player's lines: the full-text index keeps deleted terms in old
-    segments until they merge, and the WAL keeps old pages until it is checkpointed."""
+    segments until they merge, and the WAL keeps old pages until it is checkpointed.
+    (PostgreSQL hides deleted rows at once and reclaims their space by its autovacuum;
+    an operator who must erase the bytes runs ``VACUUM FULL``: docs/deploy.md.)"""
+    if db.dialect != "sqlite":
+        return
     db.execute("INSERT INTO memories(memories) VALUES ('optimize')")
     db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
 
@@ -391,7 +446,7 @@ def _turn(row: tuple[Any, ...]) -> TurnRow:
 _TURN_COLUMNS = "t.seq, t.kind, t.speaker, t.addressed, t.text, t.packet, t.created_at"
 
 
-def session_turns(db: Database, session_id: str, *, after: int = 0) -> list[TurnRow]:
+def session_turns(db: Store, session_id: str, *, after: int = 0) -> list[TurnRow]:
     rows = db.execute(
         f"SELECT {_TURN_COLUMNS} FROM turns t WHERE t.session_id = ? AND t.seq > ? ORDER BY t.seq",
         (session_id, after),
@@ -399,7 +454,7 @@ def session_turns(db: Database, session_id: str, *, after: int = 0) -> list[Turn
     return [_turn(r) for r in rows]
 
 
-def witnessed(db: Database, session_id: str, character_id: str, *, after: int = 0) -> list[TurnRow]:
+def witnessed(db: Store, session_id: str, character_id: str, *, after: int = 0) -> list[TurnRow]:
     """The session's turns ``character_id`` was present for, oldest first."""
     rows = db.execute(
         f"SELECT {_TURN_COLUMNS} FROM turns t JOIN witnesses w ON w.turn_id = t.id "
@@ -409,7 +464,7 @@ def witnessed(db: Database, session_id: str, character_id: str, *, after: int = 
     return [_turn(r) for r in rows]
 
 
-def last_spoke(db: Database, session_id: str) -> dict[str, int]:
+def last_spoke(db: Store, session_id: str) -> dict[str, int]:
     """Each character's latest speaking turn in the session."""
     rows = db.execute(
         "SELECT speaker, MAX(seq) FROM turns WHERE session_id = ? AND kind = 'character' "
@@ -422,7 +477,7 @@ def last_spoke(db: Database, session_id: str) -> dict[str, int]:
 # -- relationships, summaries, memories -------------------------------------------
 
 
-def get_relationship(db: Database, character_id: str, player_id: str) -> RelationshipState:
+def get_relationship(db: Store, character_id: str, player_id: str) -> RelationshipState:
     rows = db.execute(
         "SELECT trust, respect, familiarity, turns FROM relationships "
         "WHERE character_id = ? AND player_id = ?",
@@ -431,7 +486,7 @@ def get_relationship(db: Database, character_id: str, player_id: str) -> Relatio
     return RelationshipState(*rows[0]) if rows else RelationshipState()
 
 
-def latest_summary(db: Database, session_id: str, character_id: str) -> tuple[int, str] | None:
+def latest_summary(db: Store, session_id: str, character_id: str) -> tuple[int, str] | None:
     rows = db.execute(
         "SELECT upto_seq, text FROM summaries WHERE session_id = ? AND character_id = ? "
         "ORDER BY upto_seq DESC LIMIT 1",
@@ -441,7 +496,7 @@ def latest_summary(db: Database, session_id: str, character_id: str) -> tuple[in
 
 
 def add_summary(
-    db: Database, session: SessionRow, character_id: str, upto_seq: int, text: str
+    db: Store, session: SessionRow, character_id: str, upto_seq: int, text: str
 ) -> None:
     with db.transaction() as conn:
         conn.execute(
@@ -527,7 +582,8 @@ STOPWORDS = frozenset(
 
 
 def fts_query(text: str, limit: int = 12) -> str | None:
-    """An FTS5 query matching any of the text's content words (quoted: no syntax leaks in)."""
+    """A query matching any of the text's content words (quoted: no syntax leaks in), in
+    the syntax FTS5 and PostgreSQL's ``websearch_to_tsquery`` both read."""
     words: list[str] = []
     for w in _WORD.findall(text.lower()):
         if w not in STOPWORDS and w not in words:
@@ -537,11 +593,20 @@ def fts_query(text: str, limit: int = 12) -> str | None:
     return " OR ".join(f'"{w}"' for w in words[:limit])
 
 
+# A full-text search of one character's memories with one player, best first.
+_SEARCH = {
+    "sqlite": "SELECT text, session_id, seq FROM memories WHERE memories MATCH ? "
+    "AND character_id = ? AND player_id = ? ORDER BY bm25(memories) LIMIT ?",
+    "postgres": "SELECT text, session_id, seq FROM memories, "
+    "websearch_to_tsquery('english', ?) AS q WHERE terms @@ q "
+    "AND character_id = ? AND player_id = ? ORDER BY ts_rank(terms, q) DESC, rowid DESC LIMIT ?",
+}
+
 Memory = tuple[str, str, int]  # a memory's text, session and turn
 RRF_K = 60  # reciprocal rank fusion's constant (as the knowledge bases use)
 
 
-def memories_of(db: Database, character_id: str, player_id: str, limit: int) -> list[Memory]:
+def memories_of(db: Store, character_id: str, player_id: str, limit: int) -> list[Memory]:
     """The newest ``limit`` memories of ``character_id`` with ``player_id`` (for a search by
     meaning, which ranks them all)."""
     rows = db.execute(
@@ -562,7 +627,7 @@ def fuse(*ranked: Sequence[Memory]) -> list[Memory]:
 
 
 def recall(
-    db: Database,
+    db: Store,
     character_id: str,
     player_id: str,
     query_text: str,
@@ -582,11 +647,7 @@ def recall(
     query = fts_query(query_text)
     keyword: list[Memory] = []
     if query is not None:
-        rows = db.execute(
-            "SELECT text, session_id, seq FROM memories WHERE memories MATCH ? "
-            "AND character_id = ? AND player_id = ? ORDER BY bm25(memories) LIMIT ?",
-            (query, character_id, player_id, limit * 4 + 8),
-        )
+        rows = db.execute(_SEARCH[db.dialect], (query, character_id, player_id, limit * 4 + 8))
         keyword = [(str(t), str(s), int(q)) for t, s, q in rows]
     out: list[str] = []
     for text, session_id, seq in fuse(keyword, by_meaning) if by_meaning else keyword:

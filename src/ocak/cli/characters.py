@@ -23,17 +23,17 @@ from ocak.characters.cards import load_card
 from ocak.cli.common import err_console, fail, fail_on, wide_console
 from ocak.config import Settings
 from ocak.errors import OcakError
-from ocak.store.db import Database
+from ocak.store.db import Store
 
 app = typer.Typer(help="Manage characters (NPC cards) and chat with them.", no_args_is_help=True)
 
 CONFIG = typer.Option(None, "--config", help="YAML settings file (for data_dir).")
 
 
-def open_store(config: Path | None) -> Database:
+def open_store(config: Path | None) -> Store:
     """The characters store of the data folder the settings name (exit 2 when it cannot open)."""
     try:
-        return store.open_characters_db(Settings.load(config).data_dir)
+        return store.open_characters_store(Settings.load(config))
     except OcakError as exc:
         fail_on(exc, 2)
 

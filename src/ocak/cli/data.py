@@ -7,8 +7,10 @@ from pathlib import Path
 import typer
 
 from ocak.characters.players import delete_player, describe, player_data
+from ocak.characters.recordings import Recordings
 from ocak.cli.characters import open_store
 from ocak.cli.common import err_console, fail_on
+from ocak.config import Settings
 from ocak.errors import OcakError
 
 app = typer.Typer(help="A player's data: show it, delete it.", no_args_is_help=True)
@@ -32,7 +34,8 @@ def rm(player: str = PLAYER, config: Path = CONFIG) -> None:
     """Delete everything ocak keeps about a player, in one transaction, and say what went."""
     db = open_store(config)
     try:
-        removed = delete_player(db, player)
+        kept = Recordings.in_data_dir(Settings.load(config).data_dir, keep=False)
+        removed = delete_player(db, player, kept)
     except OcakError as exc:
         fail_on(exc)
     finally:

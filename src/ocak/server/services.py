@@ -18,6 +18,7 @@ from typing import Any, Literal
 from fastapi import Request
 
 from ocak.characters import store as characters_store
+from ocak.characters.recordings import Recordings
 from ocak.characters.service import CharacterService
 from ocak.characters.serving import serving_resolver
 from ocak.config import Settings
@@ -77,7 +78,7 @@ class Services:
         """The character service; ``characters.db`` is opened on first use (a server that
         never hosts a character makes no file for them)."""
         if self._characters is None:
-            db = characters_store.open_characters_db(self.settings.data_dir)
+            db = characters_store.open_characters_store(self.settings)
             self._characters = CharacterService(
                 db,
                 serving_resolver(self.serving),
@@ -85,6 +86,7 @@ class Services:
                 max_tokens_cap=self.settings.max_tokens_limit,
                 knowledge=self._lore,
                 embed=self._embed if self.embeddings.catalog.folders else None,
+                recordings=Recordings.in_data_dir(self.settings.data_dir, keep=False),
             )
         return self._characters
 

@@ -32,9 +32,10 @@ class PostgresDatabase:
 
     dialect = "postgres"
 
-    def __init__(self, conn: Any, url: str) -> None:
+    def __init__(self, conn: Any, url: str, schema_table: str = "ocak_schema") -> None:
         self.conn = Connection(conn)
         self.url = url
+        self.schema_table = schema_table
         self.path = Path("postgres")  # no file: what SQLite's path names, for messages
         self.lock = threading.Lock()
 
@@ -76,20 +77,27 @@ class PostgresDatabase:
         return hash(tuple(rows[0]))
 
     def schema_version(self) -> int:
-        return int(self.execute("SELECT version FROM ocak_schema")[0][0])
+        return int(self.execute(f"SELECT version FROM {self.schema_table}")[0][0])
 
     def close(self) -> None:
         with self.lock:
             self.conn.close()
 
 
-def open_postgres(url: str, migrations: Sequence[str] = PG_MIGRATIONS) -> PostgresDatabase:
+def open_postgres(
+    url: str,
+    migrations: Sequence[str] = PG_MIGRATIONS,
+    *,
+    schema_table: str = "ocak_schema",
+    what: str = "keys and usage records",
+) -> PostgresDatabase:
     """Connect to ``url`` (``postgresql://user:password@host:port/db``) and bring the
-    schema up to date."""
-    conn = connect(url, StoreError, "keys and usage records")
+    schema up to date: ``migrations``, their version kept in ``schema_table`` (one per
+    store: the characters' tables live beside the keys' in the same database)."""
+    conn = connect(url, StoreError, what)
     try:
-        migrate(conn, [split(m) for m in migrations], "ocak_schema", StoreError)
+        migrate(conn, [split(m) for m in migrations], schema_table, StoreError)
     except BaseException:
         conn.close()
         raise
-    return PostgresDatabase(conn, url)
+    return PostgresDatabase(conn, url, schema_table)

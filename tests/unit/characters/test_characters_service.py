@@ -1,4 +1,5 @@
-"""The character service on a real SQLite store with the scripted FakeEngine (no model).
+"""The character service on a real store (SQLite, and PostgreSQL: the ``characters_db``
+fixture) with the scripted FakeEngine (no model).
 
 The fake stands in for the model's output only; the store, prompts, validation,
 retries, memory and the HTTP app are the real ones.
@@ -38,9 +39,11 @@ from ocak.engines.registry import EngineRegistry
 from ocak.errors import InvalidRequest
 from ocak.protocol.generation import GenerationRequest
 from ocak.server.app import create_app
+from ocak.store.db import Store
 from paths import EXAMPLES as PROJECT_EXAMPLES
 
 EXAMPLES = PROJECT_EXAMPLES / "characters"
+Opener = Callable[[], Store]  # the characters_db fixture: a new connection to one store
 
 
 def wire(text: str = "Aye.", **over: Any) -> str:
@@ -71,11 +74,11 @@ class Scripted:
 
 
 def make_service(
-    tmp_path: Path, script: Callable[[GenerationRequest], str], **settings: Any
+    open_db: Opener, script: Callable[[GenerationRequest], str], **settings: Any
 ) -> CharacterService:
     engine = FakeEngine("default", script=script, context_length=100_000)
     asyncio.run(engine.load())
-    db = store.open_characters_db(tmp_path)
+    db = open_db()
     service = CharacterService(
         db, local_resolver(EngineRegistry([engine])), CharacterSettings(**settings)
     )
@@ -97,14 +100,14 @@ def done(events: list[TurnEvent]) -> TurnOut:
     return last.turn
 
 
-def test_turn_streams_text_then_commits(tmp_path: Path) -> None:
+def test_turn_streams_text_then_commits(characters_db: Opener) -> None:
     script = Scripted(
         wire(
             "*grunts* Take it. *hands you a dagger*",
             actions=[{"name": "give_item", "parameters": {"item": "dagger"}}],
         )
     )
-    service = make_service(tmp_path, script)
+    service = make_service(characters_db, script)
     sid = service.create_session("p1", ["bram"], player_name="Ada").id
     events = run_turn(service, sid, text="Can I have a dagger?")
     assert isinstance(events[0], Speaking)
@@ -129,10 +132,10 @@ def test_turn_streams_text_then_commits(tmp_path: Path) -> None:
     assert request.max_tokens and request.max_tokens >= len(wire("x" * 160))
 
 
-def test_invalid_packet_is_retried_once_then_an_error(tmp_path: Path) -> None:
+def test_invalid_packet_is_retried_once_then_an_error(characters_db: Opener) -> None:
     bad = wire(actions=[{"name": "give_item", "parameters": {"item": "castle"}}])
     script = Scripted(bad, wire("Fine."))
-    service = make_service(tmp_path, script)
+    service = make_service(characters_db, script)
     sid = service.create_session("p1", ["bram"], greet=False).id
     events = run_turn(service, sid, text="hi", seed=5)
     assert any(isinstance(e, Reset) for e in events)  # the client discards the first text
@@ -142,25 +145,25 @@ def test_invalid_packet_is_retried_once_then_an_error(tmp_path: Path) -> None:
     assert turn.usage.attempts == 2 and turn.text == "Fine."
     assert [r.seed for r in script.requests] == [5, 6]
 
-    service2 = make_service(tmp_path / "b", Scripted("not json at all"))
+    service2 = make_service(characters_db, Scripted("not json at all"))
     sid2 = service2.create_session("p1", ["bram"], greet=False).id
     with pytest.raises(NoValidPacket, match="no valid packet for Bram after 2 attempts"):
         run_turn(service2, sid2, text="hi")
     assert service2.session(sid2).turns == []  # a failed turn stores nothing
 
 
-def test_length_finish_is_an_error_not_a_packet(tmp_path: Path) -> None:
+def test_length_finish_is_an_error_not_a_packet(characters_db: Opener) -> None:
     # The fake stops at max_tokens (words); a packet longer than that ends with "length".
     long = wire(" ".join(["word"] * 2000))
-    service = make_service(tmp_path, Scripted(long))
+    service = make_service(characters_db, Scripted(long))
     sid = service.create_session("p1", ["bram"], greet=False).id
     with pytest.raises(NoValidPacket, match="did not complete"):
         run_turn(service, sid, text="hi")
 
 
-def test_events_and_silent_records_and_witnesses(tmp_path: Path) -> None:
+def test_events_and_silent_records_and_witnesses(characters_db: Opener) -> None:
     script = Scripted(wire("Who goes there?"))
-    service = make_service(tmp_path, script)
+    service = make_service(characters_db, script)
     sid = service.create_session("p1", ["bram"], greet=False).id
     recorded = run_turn(service, sid, event="the sun sets", respond=False)
     assert isinstance(recorded[-1], TurnDone) and not isinstance(recorded[-1].turn, TurnOut)
@@ -179,13 +182,13 @@ def test_events_and_silent_records_and_witnesses(tmp_path: Path) -> None:
     assert turns[-1].kind == "leave"
 
 
-def test_memory_is_recalled_in_a_new_session_only_by_witnesses(tmp_path: Path) -> None:
+def test_memory_is_recalled_in_a_new_session_only_by_witnesses(characters_db: Opener) -> None:
     script = Scripted(wire("Noted."))
-    service = make_service(tmp_path, script)
+    service = make_service(characters_db, script)
     s1 = service.create_session("p1", ["bram"], greet=False).id
     run_turn(service, s1, text="My lucky charm is a silver owl named Pim.")
     # Reopen the store: what was committed is there.
-    db2 = store.open_characters_db(tmp_path)
+    db2 = characters_db()  # reopened, or another process
     service = CharacterService(db2, service.resolve, service.settings)
     s2 = service.create_session("p1", ["bram", "seraphina"], greet=False).id
     turn = done(run_turn(service, s2, text="Bram, do you remember my silver owl?"))
@@ -196,6 +199,31 @@ def test_memory_is_recalled_in_a_new_session_only_by_witnesses(tmp_path: Path) -
     # Another player's memories stay theirs.
     s3 = service.create_session("p2", ["bram"], greet=False).id
     assert done(run_turn(service, s3, text="Do you know a silver owl?")).memories == []
+
+
+def test_a_session_continues_on_another_process(characters_db: Opener) -> None:
+    """Two services on two connections to one store (on PostgreSQL: two ocak processes):
+    what one committed is the other's history, and the turns are numbered as one."""
+    first_script, second_script = (
+        Scripted(wire("Aye, a grey mare.")),
+        Scripted(wire("Welcome back.")),
+    )
+    first = make_service(characters_db, first_script)
+    second = make_service(characters_db, second_script)
+    sid = first.create_session("p1", ["bram"], player_name="Ada", greet=False).id
+    run_turn(first, sid, text="My mare is called Thistle.")
+    turn = done(run_turn(second, sid, text="Is Thistle shod yet?"))
+    assert turn.text == "Welcome back."
+    prompt = "\n".join(m.content for m in second_script.requests[-1].messages or [])
+    assert "My mare is called Thistle." in prompt and "Aye, a grey mare." in prompt
+    turns = first.session(sid).turns  # the first process sees the second's turn
+    assert [(t.seq, t.kind) for t in turns] == [
+        (1, "player"),
+        (2, "character"),
+        (3, "player"),
+        (4, "character"),
+    ]
+    assert turns[-1].text == "Welcome back."
 
 
 # A stand-in for an embedder: words of one meaning share a dimension.
@@ -212,9 +240,9 @@ async def concept_vectors(texts: list[str]) -> np.ndarray:
 
 @pytest.mark.parametrize("embed", [None, concept_vectors])
 def test_memories_are_recalled_by_meaning_when_there_is_an_embedder(
-    tmp_path: Path, embed: Any
+    characters_db: Opener, embed: Any
 ) -> None:
-    service = make_service(tmp_path, Scripted(wire("Noted.")))
+    service = make_service(characters_db, Scripted(wire("Noted.")))
     service.embed = embed
     s1 = service.create_session("p1", ["bram"], greet=False).id
     for line in ("The weather is grey.", "I lost my silver ring.", "Your bread is good."):
@@ -227,9 +255,9 @@ def test_memories_are_recalled_by_meaning_when_there_is_an_embedder(
         assert "silver ring" in memories[0], memories
 
 
-def test_older_turns_are_summarized_past_the_budget(tmp_path: Path) -> None:
+def test_older_turns_are_summarized_past_the_budget(characters_db: Opener) -> None:
     script = Scripted(wire("Aye, " + "very " * 20 + "true."), summary="Ada asked about swords.")
-    service = make_service(tmp_path, script, history_budget=60)
+    service = make_service(characters_db, script, history_budget=60)
     sid = service.create_session("p1", ["bram"], player_name="Ada", greet=False).id
     for i in range(4):
         run_turn(service, sid, text=f"Tell me about sword number {i}.")
@@ -251,9 +279,9 @@ def test_older_turns_are_summarized_past_the_budget(tmp_path: Path) -> None:
     assert service.session(sid).summaries["bram"] == "Ada asked about swords."
 
 
-def test_prompt_prefix_is_stable_from_turn_to_turn(tmp_path: Path) -> None:
+def test_prompt_prefix_is_stable_from_turn_to_turn(characters_db: Opener) -> None:
     script = Scripted(wire("Aye."))
-    service = make_service(tmp_path, script)
+    service = make_service(characters_db, script)
     sid = service.create_session("p1", ["bram"], player_name="Ada").id
     template = ChatTemplate(None)
     rendered = []
@@ -269,9 +297,9 @@ def test_prompt_prefix_is_stable_from_turn_to_turn(tmp_path: Path) -> None:
         assert len(stable) > len(before) // 2
 
 
-def test_lore_goes_into_the_prompt_when_its_key_appears(tmp_path: Path) -> None:
+def test_lore_goes_into_the_prompt_when_its_key_appears(characters_db: Opener) -> None:
     script = Scripted(wire("The wolves fear my glade."))
-    service = make_service(tmp_path, script)
+    service = make_service(characters_db, script)
     sid = service.create_session("p1", ["seraphina"], greet=False).id
     turn = done(run_turn(service, sid, text="The wolves attacked me!"))
     assert turn.lore == ["Shadow wolves"]
@@ -371,12 +399,12 @@ def test_cli_add_list_show_rm(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
     assert [c.id for c in store.list_characters(db)] == ["sera"]
 
 
-def test_history_shows_the_characters_own_turns_as_valid_packets(tmp_path: Path) -> None:
+def test_history_shows_the_characters_own_turns_as_valid_packets(characters_db: Opener) -> None:
     """In-context examples match the schema the model is held to (greeting included)."""
     from ocak.characters.packet import parse_packet
 
     script = Scripted(wire("Aye.", actions=[{"name": "follow", "parameters": {}}]))
-    service = make_service(tmp_path, script)
+    service = make_service(characters_db, script)
     sid = service.create_session("p1", ["bram"], player_name="Ada").id
     run_turn(service, sid, text="Hello.")
     run_turn(service, sid, text="Follow me.")
@@ -462,8 +490,8 @@ def test_cli_chat_talks_to_a_running_server(tmp_path: Path) -> None:
     )
 
 
-def test_a_packet_larger_than_the_servers_answer_cap_is_refused(tmp_path: Path) -> None:
-    service = make_service(tmp_path, Scripted(wire()))
+def test_a_packet_larger_than_the_servers_answer_cap_is_refused(characters_db: Opener) -> None:
+    service = make_service(characters_db, Scripted(wire()))
     service.max_tokens_cap = 64
     sid = service.create_session("p1", ["bram"], greet=False).id
     with pytest.raises(InvalidRequest, match="max-tokens-limit"):

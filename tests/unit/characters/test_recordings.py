@@ -3,6 +3,7 @@ session or their player."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 from ocak.characters import store
@@ -12,6 +13,7 @@ from ocak.characters.recordings import Recordings
 from ocak.characters.service import CharacterService
 from ocak.characters.serving import local_resolver
 from ocak.engines.registry import EngineRegistry
+from ocak.store.db import Store
 
 CARD = {"id": "bram", "name": "Bram", "persona": "A smith."}
 
@@ -22,11 +24,13 @@ def test_off_nothing_is_written(tmp_path: Path) -> None:
     assert list(tmp_path.iterdir()) == []
 
 
-def test_kept_recordings_go_with_their_session_and_their_player(tmp_path: Path) -> None:
-    db = store.open_characters_db(tmp_path)
-    service = CharacterService(db, local_resolver(EngineRegistry([])))
-    store.put_character(db, Character.model_validate(CARD))
+def test_kept_recordings_go_with_their_session_and_their_player(
+    tmp_path: Path, characters_db: Callable[[], Store]
+) -> None:
+    db = characters_db()
     kept = Recordings.in_data_dir(tmp_path, keep=True)
+    service = CharacterService(db, local_resolver(EngineRegistry([])), recordings=kept)
+    store.put_character(db, Character.model_validate(CARD))
     first = service.create_session("p1", ["bram"], greet=False).id
     second = service.create_session("p1", ["bram"], greet=False).id
     other = service.create_session("p2", ["bram"], greet=False).id
@@ -35,7 +39,6 @@ def test_kept_recordings_go_with_their_session_and_their_player(tmp_path: Path) 
     service.delete_session(first)
     assert not (tmp_path / "recordings" / first).exists()
     assert (tmp_path / "recordings" / second).exists()
-    delete_player(db, "p1")
+    delete_player(db, "p1", kept)
     assert not (tmp_path / "recordings" / second).exists()
     assert (tmp_path / "recordings" / other).exists()  # another player's stay
-    db.close()

@@ -124,7 +124,7 @@ async def delete_key(name: str, request: Request) -> KeyOut:
 async def delete_player_data(player_id: str, request: Request) -> PlayerDeleted:
     """Delete every session, turn, memory, relationship and summary of this player."""
     service = get_service(request)
-    counts = delete_player(service.db, player_id)
+    counts = delete_player(service.db, player_id, service.recordings)
     service.forget_vectors()  # the recall-by-meaning cache held vectors of their lines
     return PlayerDeleted(player_id=player_id, deleted=any(counts.values()), removed=counts)
 
