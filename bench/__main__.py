@@ -25,6 +25,7 @@ BENCHES = {
     "retrieval": "bench.retrieval",
     "tuning": "bench.tuning",
     "tuning_latency": "bench.tuning_latency",
+    "containers": "bench.containers",  # needs a Docker engine: named explicitly
 }
 # `make bench` runs these; the others are named explicitly (`make bench ARGS=soak`).
 DEFAULT = [
