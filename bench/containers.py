@@ -12,8 +12,9 @@ Debian's ``docker-compose``). It builds the ``Dockerfile`` (build arguments from
 2. The image as the Kubernetes manifest runs it: read-only root file system, only ``/data``
    and ``/tmp`` writable, uid 10001: healthy and answering.
 
-Prometheus and Grafana are not started (their images come from Docker Hub). Results go
-to BENCHMARKS.md ("Containers") with the times measured.
+Prometheus runs when its image is here (``OCAK_PROMETHEUS_IMAGE`` names a stand-in where
+Docker Hub is out of reach): it must scrape ocak by its service name and count the chat.
+Grafana is not started. Results go to BENCHMARKS.md ("Containers") with the times measured.
 """
 
 from __future__ import annotations
@@ -96,6 +97,8 @@ def run_compose(rows: list[list[object]]) -> None:
     gguf = default_model_path()
     repo = HubRepo(REPO, {gguf.name: HubFile(gguf.name, source=gguf)})
     compose = compose_command()
+    prometheus = prometheus_image()
+    services = ["ocak", "prometheus"] if prometheus else ["ocak"]
     with HubStub(repo) as hub, tempfile.TemporaryDirectory() as tmp:
         override = Path(tmp) / "override.yaml"
         # The init step on the host's network, to reach the stand-in Hub on loopback.
@@ -109,6 +112,7 @@ def run_compose(rows: list[list[object]]) -> None:
                             "environment": {"HF_ENDPOINT": hub.url, "OCAK_PULL": REPO},
                         },
                         "ocak": {"image": IMAGE},
+                        "prometheus": {"image": prometheus} if prometheus else {},
                     }
                 }
             )
@@ -116,7 +120,7 @@ def run_compose(rows: list[list[object]]) -> None:
         files = ["-f", str(ROOT / "compose.yaml"), "-f", str(override), "-p", PROJECT]
         try:
             start = time.monotonic()
-            sh(*compose, *files, "up", "-d", "--no-build", "ocak", timeout=900)
+            sh(*compose, *files, "up", "-d", "--no-build", *services, timeout=900)
             up = time.monotonic() - start
             sep = "-" if compose[0] == "docker" else "_"  # v2 names a-b-1, v1 a_b_1
             init, server = (sep.join([PROJECT, name, "1"]) for name in ("models-init", "ocak"))
@@ -133,6 +137,8 @@ def run_compose(rows: list[list[object]]) -> None:
             assert uid == "10001", uid
             checked = f"exit 0; {pulled} answered {answer[:30]!r}; uid {uid}; /metrics 200"
             rows.append(["compose up: pulled, ocak healthy", f"{healthy:.0f} s", checked])
+            if prometheus:
+                rows.append(scraped(prometheus))
             downloads = len(hub.downloads(gguf.name))
             sh(*compose, *files, "stop", timeout=300)
             start = time.monotonic()
@@ -143,6 +149,35 @@ def run_compose(rows: list[list[object]]) -> None:
                          "the pull skipped (no download); healthy"])  # fmt: skip
         finally:
             sh(*compose, *files, "down", "-v", check=False, timeout=300)
+
+
+def prometheus_image() -> str | None:
+    """Prometheus's image: ``OCAK_PROMETHEUS_IMAGE`` (a stand-in where Docker Hub is out of
+    reach) or compose.yaml's, when it is here or can be pulled; None otherwise."""
+    name = os.environ.get("OCAK_PROMETHEUS_IMAGE", "prom/prometheus:v3.5.0")
+    if sh("docker", "image", "inspect", name, check=False).returncode == 0:
+        return name
+    return name if sh("docker", "pull", name, check=False, timeout=300).returncode == 0 else None
+
+
+def scraped(image: str, timeout: float = 90) -> list[object]:
+    """Prometheus (compose.yaml's service, deploy/prometheus/prometheus.yml) scraping ocak by
+    its service name: the target up, and the chat request counted."""
+    base, start = "http://127.0.0.1:9090", time.monotonic()
+    query = 'sum(ocak_requests_total{status="completed"})'
+    while time.monotonic() - start < timeout:
+        try:
+            targets = httpx.get(f"{base}/api/v1/targets", timeout=5).json()["data"]
+            up = [t for t in targets["activeTargets"] if t["health"] == "up"]
+            found = httpx.get(f"{base}/api/v1/query", params={"query": query}, timeout=5).json()
+            result = found["data"]["result"]
+            if up and result and float(result[0]["value"][1]) >= 1:
+                seen = f"{up[0]['scrapeUrl']} up; {query} = {result[0]['value'][1]}"
+                return ["Prometheus scraping ocak", f"{time.monotonic() - start:.0f} s", seen]
+        except (httpx.HTTPError, KeyError, ValueError):
+            pass
+        time.sleep(2)
+    raise TimeoutError(f"Prometheus ({image}) did not scrape ocak in {timeout} s")
 
 
 def run_read_only(rows: list[list[object]]) -> None:
@@ -180,9 +215,12 @@ def main() -> None:
     docker = sh("docker", "version", "--format", "{{.Server.Version}}").stdout.strip()
     body = (
         header("make containers", "ocak")
-        + f"Build arguments: `{build_args}`; Docker {docker}\n\n"
+        + f"Build arguments: `{build_args}`; Docker {docker}; Prometheus image "
+        + f"`{prometheus_image() or 'none'}`\n\n"
         + table(["step", "time", "what was checked"], rows)
-        + "\n\nNot run: Prometheus and Grafana (images from Docker Hub), a Kubernetes cluster."
+        + "\n\nNot run: Grafana"
+        + ("" if prometheus_image() else " and Prometheus")
+        + " (images from Docker Hub), a Kubernetes cluster."
     )
     write_section("containers", "Containers: the image built and run", body)
     print(body)
