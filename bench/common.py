@@ -207,16 +207,13 @@ def versions(*packages: str) -> str:
 
 
 def machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    """Cores, CPU model and its notable flags (ocak's own reading: ``ocak doctor``'s), memory."""
+    from ocak.system.cpu import read_cpu
+
+    cpu = read_cpu()
+    flags = " ".join(cpu.notable()) if cpu.flags is not None else "flags unknown"
     mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
-    return f"{os.cpu_count()} cores ({cpu}), {mem:.0f} GiB RAM, {platform.system()}"
+    return f"{cpu.cores} cores ({cpu.model}; {flags}), {mem:.0f} GiB RAM, {platform.system()}"
 
 
 def header(command: str, *packages: str) -> str:
