@@ -83,3 +83,20 @@ def test_the_servers_default_cap_shrinks_to_the_context_instead_of_refusing() ->
     assert completion_budget(1800, None, 2048, soft=512) == 248  # the rest of the window
     with pytest.raises(ContextLengthExceeded):
         completion_budget(1800, 512, 2048, soft=512)  # the client's own max_tokens: 400
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_top_k_indices_match_a_full_stable_sort(seed: int) -> None:
+    """The pre-filtered top-k picks what sorting the whole vocabulary would: the same
+    tokens in the same order, ties at the edge to the lowest ids (coarse values tie often)."""
+    from ocak.engines.llamacpp.sampling import top_k_indices
+
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(50, 60_000))
+    k = int(rng.integers(1, min(n, 300)))
+    coarse = seed % 2 == 0
+    values = (rng.integers(-4, 4, size=n) if coarse else rng.standard_normal(n) * 3).astype(
+        np.float32
+    )
+    expected = np.argsort(-values, kind="stable")[:k]
+    assert np.array_equal(top_k_indices(values, k), expected)
