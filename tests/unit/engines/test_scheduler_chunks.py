@@ -107,3 +107,15 @@ def test_each_adapter_set_arriving_in_turns_gets_a_run_of_its_own() -> None:
         running[place(running, key)] = key
     for key in "abcd":
         assert runs({s for s, k in running.items() if k == key}) == 1, running
+
+
+def test_short_chunks_after_one_share_its_call_while_it_stays_under_64_rows() -> None:
+    from ocak.engines.llamacpp.scheduler import call_ends
+
+    # a chat's last message (58 tokens) and the assistant header (5): one call
+    assert call_ends(20, [20, 78, 83]) == [78, 83]
+    # the system message (20) and the user's (58) would make 78 rows: apart
+    assert call_ends(0, [20, 78, 83]) == [20]
+    # a chunk of 64 or more is alone, and nothing joins it
+    assert call_ends(0, [128, 130]) == [128]
+    assert call_ends(0, [10, 20, 30, 63, 64]) == [10, 20, 30, 63]

@@ -19,6 +19,12 @@ in their last bits with the size of the call that computed them (measured on the
 default model: a 120-token prompt split at 18, 64 or 100 gave three different sets
 of logits), and a greedy answer would then depend on what ran before it.
 
+Consecutive chunks of one prompt that are together shorter than ``TILE_ROWS`` go
+into one call: llama.cpp computes such rows one by one, so they come out the same
+alone, split, or beside other sequences (tests/e2e/test_llamacpp_rows.py checks
+that on the real library); a chat's short last message and the assistant header
+after it then cost one call instead of two.
+
 LoRA adapters apply to the whole context, so each step decodes the sequences of
 each adapter set (``LoraSet``: adapters and scales) in a call of its own, and a
 slot's cells are reused only by a prompt with the same set: cells computed under
@@ -53,6 +59,11 @@ log = logging.getLogger("ocak.scheduler")
 # A prefix at least this much longer in another slot is copied over rather than
 # computed: copying a stream costs about as much as computing two tokens.
 COPY_MIN_TOKENS = 4
+
+# llama.cpp's CPU flash attention takes a sequence's rows one at a time in a call where it
+# has fewer than this many, and in tiles of 64 from there (GGML_FA_TILE_Q); rows computed
+# one at a time do not depend on what else the call held, tiled ones do.
+TILE_ROWS = 64
 
 
 @dataclass(eq=False)
@@ -112,6 +123,19 @@ def chunk_ends(tokens: list[int], chunk: int, is_turn_end: Callable[[int], bool]
     ends.update(range(chunk, len(tokens), chunk))
     ends.add(len(tokens))
     return sorted(ends)
+
+
+def call_ends(start: int, ends: list[int], rows: int = TILE_ROWS) -> list[int]:
+    """The chunk ends, after ``start``, that one prefill call covers: the next chunk, and
+    the ones after it while the call stays under ``rows`` tokens (a chunk of ``rows`` or
+    more has a call of its own)."""
+    following = [e for e in ends if e > start]
+    covered = following[:1]
+    for end in following[1:]:
+        if end - start >= rows:
+            break
+        covered.append(end)
+    return covered
 
 
 def reusable_prefix(slot_ends: list[int], job_ends: list[int], shared: int, limit: int) -> int:
@@ -348,8 +372,9 @@ class Scheduler(JobQueue[Job]):
         """One iteration: prompt chunks, then a decode call for every generating sequence.
 
         Prompts are processed in chunks that end at canonical places (message ends
-        and multiples of ``prefill_chunk``), each chunk in a call of its own: the same
-        chunks whatever else is running, so concurrency never changes an answer.
+        and multiples of ``prefill_chunk``), each chunk in a call of its own (or with
+        the short ones after it, computed row by row either way): the same chunks
+        whatever else is running, so concurrency never changes an answer.
         A step computes up to ``prefill_chunk`` prompt tokens and finishes at most one
         prompt, which bounds how long running streams wait between two tokens; it
         runs first, so a new request's first token does not also wait for a decode.
@@ -395,10 +420,11 @@ class Scheduler(JobQueue[Job]):
                 self._sample(job, i)
 
     def _prefill(self, job: Job, slot: Slot) -> int:
-        """Compute ``job``'s next prompt chunk in a decode call of its own; its size."""
+        """Compute ``job``'s next prompt chunk (with the short ones after it, see
+        ``call_ends``) in a decode call of its own; how many tokens it took."""
         start = len(slot.tokens)
-        end = next(e for e in job.ends if e > start)
-        take = job.pending[: end - start]
+        covered = call_ends(start, job.ends)
+        take = job.pending[: covered[-1] - start]
         job.pending = job.pending[len(take) :]
         last = not job.pending
         for k, tok in enumerate(take):
@@ -406,7 +432,7 @@ class Scheduler(JobQueue[Job]):
         slot.tokens.extend(take)
         self._use(job.lora)
         self._decode(len(take))
-        slot.ends.append(len(slot.tokens))
+        slot.ends.extend(covered)
         if last:
             self._sample(job, len(take) - 1)
         return len(take)
