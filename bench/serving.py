@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from bench import threads
 from bench.common import (
     ROOT,
     LevelResult,
@@ -263,12 +264,14 @@ def main(argv: list[str] | None = None) -> None:
     raw = RawEngine()
     servers = start_servers(model)
     results: dict[str, list[LevelResult]] = {name: [] for name in servers}
+    cpu: dict[str, dict[int, threads.CpuSplit]] = {name: {} for name in servers}
     try:
         print(f"single stream, raw engine and ocak in turn ({THREADS} threads)...", flush=True)
         base_runs, ocak_single = single_stream(raw, f"{servers['ocak'].url}/v1/chat/completions")
         for c in levels:
             for name, srv in servers.items():
                 requests = max(4, 2 * c)
+                before = threads.sample(srv.proc.pid)
                 # Prompt numbers never repeat across levels: nothing is served from a
                 # cached copy of a prompt another level already sent.
                 lv = asyncio.run(
@@ -280,6 +283,7 @@ def main(argv: list[str] | None = None) -> None:
                     )
                 )
                 results[name].append(lv)
+                cpu[name][c] = threads.split(before, threads.sample(srv.proc.pid), THREADS)
                 print(
                     f"{name:28s} c={c:2d} agg={lv.aggregate_tps:6.1f} tok/s "
                     f"stream={lv.per_stream_tps:5.1f} ttft50={lv.ttft(50):.2f}s "
@@ -292,11 +296,12 @@ def main(argv: list[str] | None = None) -> None:
         for srv in servers.values():
             srv.stop()
     baseline = statistics.median(base_runs)
-    report(results, baseline, base_runs, ocak_single, reused, fresh)
+    report(results, cpu, baseline, base_runs, ocak_single, reused, fresh)
 
 
 def report(
     results: dict[str, list[LevelResult]],
+    cpu: dict[str, dict[int, threads.CpuSplit]],
     baseline: float,
     base_runs: list[float],
     ocak_runs: list[float],
@@ -379,6 +384,37 @@ def report(
     )
     body += "\n\nTargets (ratios within this run):\n\n"
     body += table(["check", "measured", "target"], [[n, v, t] for n, v, t in checks])
+    body += (
+        f"\n\nCPU by thread during each level (`bench/threads.py`, from /proc): the {THREADS} "
+        "busiest threads are the compute threads (llama.cpp's decode thread and its OpenMP "
+        "workers), the rest is HTTP, the event loop, JSON and SSE; every CPU-second the rest "
+        "takes on these cores is taken from the compute threads.\n\n"
+    )
+    body += table(
+        [
+            "server",
+            "streams",
+            "wall s",
+            "compute CPU s",
+            "rest CPU s",
+            "rest us/token",
+            "compute preempted",
+        ],
+        [
+            [
+                name,
+                lv.concurrency,
+                lv.wall,
+                cpu[name][lv.concurrency].compute,
+                cpu[name][lv.concurrency].rest,
+                cpu[name][lv.concurrency].rest_us_per(sum(r.tokens for r in lv.ok)),
+                cpu[name][lv.concurrency].preempted,
+            ]
+            for name, levels in results.items()
+            for lv in levels
+            if lv.concurrency in cpu[name]
+        ],
+    )
     body += (
         "\n\nPrefix reuse (ocak, one stream, ~1,000-token system prompt, time to first token): "
         f"identical system prompt (cells reused) p50 {percentile(reused, 50):.3f} s; "
