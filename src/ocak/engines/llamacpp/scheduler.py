@@ -375,12 +375,9 @@ class Scheduler(JobQueue[Job]):
         and multiples of ``prefill_chunk``), each chunk in a call of its own (or with
         the short ones after it, computed row by row either way): the same chunks
         whatever else is running, so concurrency never changes an answer.
-        A step computes up to ``prefill_chunk`` prompt tokens, which bounds how long
-        running streams wait between two tokens; a long chunk finishes at most one
-        prompt, while short chunks (under ``TILE_ROWS``) of the prompts that fit in the
-        budget share one call (``_prefill_shared``: 6-8% more tokens/s at 8 streams
-        than a call each). It runs first, so a new request's first token does not also
-        wait for a decode.
+        A step computes up to ``prefill_chunk`` prompt tokens and finishes at most one
+        prompt, which bounds how long running streams wait between two tokens; it
+        runs first, so a new request's first token does not also wait for a decode.
         Generating sequences (the one whose prompt just finished too) then advance
         together in one ``llama_decode``, one token each, in sequence-id order so
         llama.cpp keeps them in one micro-batch: one call per adapter set in use.
@@ -393,28 +390,17 @@ class Scheduler(JobQueue[Job]):
             (s.job for s in self.slots if s.job is not None and s.job.pending),
             key=lambda j: j.admitted_at,
         )
-        shared: list[Job] = []  # short chunks of several prompts, for one call
         for job in prefilling:
             # A job's chunks run back to back while the step's budget lasts, so a prompt
             # split at its message ends does not wait a decode step between them.
             while budget > 0 and job.pending and not job.cancelled and job.slot is not None:
-                start = len(job.slot.tokens)
-                size = call_ends(start, job.ends)[-1] - start
-                if size >= TILE_ROWS:
-                    budget -= self._prefill(job, job.slot)
-                    continue
-                if not shared or (size <= budget and job.lora.key == shared[0].lora.key):
-                    shared.append(job)
-                    budget -= size
-                break  # its next chunk would share this one's rows: the next step
+                budget -= self._prefill(job, job.slot)
             if not job.pending:
                 # One prompt finishes per step: its stream starts at once instead of
                 # waiting for every other arrival's prefill, and streams that arrived
                 # together leave at different steps, so the next wave of requests
                 # does not arrive all at once either.
                 break
-        if shared:
-            self._prefill_shared(shared)
         generating = [
             s.job
             for s in self.slots
@@ -450,33 +436,6 @@ class Scheduler(JobQueue[Job]):
         if last:
             self._sample(job, len(take) - 1)
         return len(take)
-
-    def _prefill_shared(self, jobs: list[Job]) -> None:
-        """The next short chunks (under ``TILE_ROWS`` rows each) of several prompts of one
-        adapter set in one call: their rows are computed one by one, as they would be
-        alone, and the prompts whose last chunk this is sample their first token."""
-        jobs = sorted(jobs, key=lambda j: j.slot.seq if j.slot else 0)  # consecutive ids
-        k = 0
-        rows: list[tuple[Job, list[int], int]] = []
-        for job in jobs:
-            slot = job.slot
-            assert slot is not None
-            start = len(slot.tokens)
-            covered = call_ends(start, job.ends)
-            take = job.pending[: covered[-1] - start]
-            job.pending = job.pending[len(take) :]
-            for i, tok in enumerate(take):
-                self._add(k, tok, start + i, slot.seq, not job.pending and i == len(take) - 1)
-                k += 1
-            slot.tokens.extend(take)
-            rows.append((job, covered, k - 1))
-        self._use(jobs[0].lora)
-        self._decode(k)
-        for job, covered, row in rows:
-            assert job.slot is not None
-            job.slot.ends.extend(covered)
-            if not job.pending:
-                self._sample(job, row)
 
     def _use(self, lora: LoraSet) -> None:
         """Put ``lora``'s adapters on the context for the next decode call."""
