@@ -405,14 +405,14 @@ def report(
                 name,
                 lv.concurrency,
                 lv.wall,
-                cpu[name][lv.concurrency].compute,
-                cpu[name][lv.concurrency].rest,
-                cpu[name][lv.concurrency].rest_us_per(sum(r.tokens for r in lv.ok)),
-                cpu[name][lv.concurrency].preempted,
+                split.compute,
+                split.rest,
+                split.rest_us_per(sum(r.tokens for r in lv.ok)),
+                split.preempted,
             ]
             for name, levels in results.items()
             for lv in levels
-            if lv.concurrency in cpu[name]
+            for split in (cpu[name][lv.concurrency],)
         ],
     )
     body += (

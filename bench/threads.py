@@ -53,7 +53,6 @@ class CpuSplit:
     compute: float
     rest: float
     preempted: int  # involuntary switches of the compute threads
-    rest_threads: dict[str, float]  # the rest by thread name
 
     def rest_us_per(self, tokens: int) -> float:
         return 1e6 * self.rest / tokens if tokens else float("nan")
@@ -61,19 +60,15 @@ class CpuSplit:
 
 def split(before: dict[int, ThreadSample], after: dict[int, ThreadSample], n: int) -> CpuSplit:
     """The CPU each thread used between two samples; the ``n`` busiest are compute."""
-    used: list[tuple[float, int, str]] = []
+    used: list[tuple[float, int]] = []
     for tid, now in after.items():
         then = before.get(tid)
         cpu = now.cpu - (then.cpu if then else 0.0)
         switches = now.preempted - (then.preempted if then else 0)
-        used.append((cpu, switches, now.name))
+        used.append((cpu, switches))
     used.sort(reverse=True)
-    rest: dict[str, float] = {}
-    for cpu, _, name in used[n:]:
-        rest[name] = rest.get(name, 0.0) + cpu
     return CpuSplit(
-        compute=sum(c for c, _, _ in used[:n]),
-        rest=sum(c for c, _, _ in used[n:]),
-        preempted=sum(s for _, s, _ in used[:n]),
-        rest_threads=rest,
+        compute=sum(c for c, _ in used[:n]),
+        rest=sum(c for c, _ in used[n:]),
+        preempted=sum(s for _, s in used[:n]),
     )

@@ -9,7 +9,6 @@ in calls of their own because of the second. A llama.cpp that changes either fai
 
 from __future__ import annotations
 
-import ctypes
 from collections.abc import Iterator
 
 import llama_cpp as C
@@ -17,6 +16,7 @@ import numpy as np
 import pytest
 
 from ocak.engines.llamacpp.model import LlamaModel
+from ocak.engines.llamacpp.sampling import logits_view
 from ocak.engines.llamacpp.scheduler import TILE_ROWS
 from ocak.models.store import default_model_path
 
@@ -61,8 +61,7 @@ class Context:
             b.n_tokens = k
             assert C.llama_decode(self.ctx, b) == 0
             start = end
-        ptr = ctypes.cast(C.llama_get_logits_ith(self.ctx, row), ctypes.POINTER(ctypes.c_float))
-        return np.ctypeslib.as_array(ptr, shape=(self.n_vocab,)).copy()
+        return logits_view(self.ctx, row, self.n_vocab).copy()
 
     def _put(self, k: int, pos: int, seq: int, logits: bool) -> None:
         b = self.batch
